@@ -1,0 +1,143 @@
+"""The stacked AR model: T_full = T_base ⊕ T_stack (paper §2.2, release `STARMultiModal`).
+
+    text / image-token embeddings ─► frozen base (Qwen2.5-VL text model, post-norm output)
+                                   ─► stack (N decoder layers + norm, initialised from the base's last N)
+                                   ─► head (hidden → codebook logits)
+
+Image tokens enter as `adapter(codebook[id])`: there is no image embedding table (release).
+The base is frozen and never changed: gradients flow *through* it to the adapter, never *into* it.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLTextModel
+
+from ..config import ARConfig
+
+
+class GenerationAdapter(nn.Module):
+    """MLP_GELU: codebook vector (d) → LLM input space (D). Key layout `layers.{0,2,..}` as released."""
+
+    def __init__(self, in_dim: int, out_dim: int, depth: int):
+        super().__init__()
+        mods = [nn.Linear(in_dim, out_dim)]
+        for _ in range(1, depth):
+            mods += [nn.GELU(), nn.Linear(out_dim, out_dim)]
+        self.layers = nn.Sequential(*mods)
+
+    def forward(self, x):  # (..., d) -> (..., D)
+        return self.layers(x)
+
+
+def build_base(cfg: ARConfig, dtype=None, attn="sdpa") -> Qwen2_5_VLForConditionalGeneration:
+    """The frozen base: from a Hugging Face folder (real Qwen2.5-VL) or from a config dict (small models)."""
+    if cfg.base_path:
+        base = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            cfg.base_path, local_files_only=True, dtype=dtype, attn_implementation=attn)
+    else:
+        config = Qwen2_5_VLConfig(**copy.deepcopy(cfg.base))
+        config._attn_implementation = attn
+        base = Qwen2_5_VLForConditionalGeneration(config)
+        if dtype is not None:
+            base.to(dtype)
+    return freeze(base)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    module.requires_grad_(False)
+    return module.eval()
+
+
+def build_stack(text_config, num_layers: int) -> Qwen2_5_VLTextModel:
+    """A fresh N-layer text model. Built fresh (not by copying modules) so each layer's
+    `self_attn.layer_idx` is 0..N-1 in its own cache; a copied layer keeps the base's index
+    and the cache would silently mix positions."""
+    config = copy.deepcopy(text_config)
+    config.num_hidden_layers = num_layers
+    config.layer_types = config.layer_types[:num_layers] if getattr(config, "layer_types", None) else None
+    stack = Qwen2_5_VLTextModel._from_config(config)
+    del stack.embed_tokens  # the stack reads hidden states, never token ids (release)
+    return stack
+
+
+class StackedAR(nn.Module):
+    def __init__(self, base: Qwen2_5_VLForConditionalGeneration, cfg: ARConfig, codebook_dim: int,
+                 codebook_size: int, init: str | None = None):
+        super().__init__()
+        self.base = freeze(base)
+        text_config = base.config.text_config
+        hidden = text_config.hidden_size
+        self.stack = build_stack(text_config, cfg.num_stacked_layers)
+        self.adapter = GenerationAdapter(codebook_dim, hidden, cfg.adapter_depth)
+        self.head = nn.Linear(hidden, codebook_size)
+        self.to(next(base.parameters()).dtype)
+        init = init or cfg.stack_init
+        if init == "vlm":
+            copy_last_layers(self.base_text, self.stack)
+        elif init not in ("random", "llm"):
+            raise ValueError(f"stack_init must be 'vlm', 'llm' or 'random', not {init!r}")
+
+    # -- the parts ------------------------------------------------------------------------
+    @property
+    def base_text(self) -> Qwen2_5_VLTextModel:
+        return self.base.model.language_model
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.base.eval()  # the base is frozen: never in training mode (no dropout)
+        return self
+
+    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:  # (B, L) -> (B, L, D)
+        return self.base_text.embed_tokens(ids)
+
+    def embed_codes(self, code_vectors: torch.Tensor) -> torch.Tensor:  # (..., d) -> (..., D)
+        return self.adapter(code_vectors.to(self.head.weight.dtype))
+
+    # -- the forward ----------------------------------------------------------------------
+    def hidden(self, embeds, position_ids, attention_mask=None, base_cache=None, stack_cache=None):
+        """(B, L, D) embeddings → (B, L, D) stack output. Caches are updated in place."""
+        use_cache = base_cache is not None
+        h = self.base_text(inputs_embeds=embeds, position_ids=position_ids, attention_mask=attention_mask,
+                           past_key_values=base_cache, use_cache=use_cache).last_hidden_state
+        return self.stack(inputs_embeds=h, position_ids=position_ids, attention_mask=attention_mask,
+                          past_key_values=stack_cache, use_cache=use_cache).last_hidden_state
+
+    def forward(self, embeds, position_ids, attention_mask=None):
+        """Teacher-forced logits over the codebook, (B, L, K)."""
+        return self.head(self.hidden(embeds, position_ids, attention_mask))
+
+    def base_logits(self, embeds, position_ids, attention_mask=None):
+        """What the base alone predicts (its LM head): used to show it is untouched."""
+        h = self.base_text(inputs_embeds=embeds, position_ids=position_ids, attention_mask=attention_mask).last_hidden_state
+        return self.base.lm_head(h)
+
+    def trainable_parameters(self):
+        return [p for n, p in self.named_parameters() if not n.startswith("base.")]
+
+
+def copy_last_layers(base_text: Qwen2_5_VLTextModel, stack: Qwen2_5_VLTextModel) -> None:
+    """`vlm` init (paper Table 6c): the stack starts as the base's last N layers and final norm."""
+    n, total = len(stack.layers), len(base_text.layers)
+    if n > total:
+        raise ValueError(f"cannot stack {n} layers on a base with {total}")
+    with torch.no_grad():
+        for i, layer in enumerate(stack.layers):
+            layer.load_state_dict(base_text.layers[total - n + i].state_dict())
+        stack.norm.load_state_dict(base_text.norm.state_dict())
+
+
+def init_stack_from_llm(stack: Qwen2_5_VLTextModel, llm_state: dict) -> None:
+    """`llm` init: the last N layers of a text-only LLM's state dict (`layers.{i}.` / `norm.` keys)."""
+    ids = sorted({int(k.split(".")[1]) for k in llm_state if k.startswith("layers.")})
+    n = len(stack.layers)
+    if len(ids) < n:
+        raise ValueError(f"the LLM has {len(ids)} layers; {n} are needed")
+    with torch.no_grad():
+        for i, src in enumerate(ids[-n:]):
+            pre = f"layers.{src}."
+            stack.layers[i].load_state_dict({k[len(pre):]: v for k, v in llm_state.items() if k.startswith(pre)})
+        stack.norm.load_state_dict({"weight": llm_state["norm.weight"]})

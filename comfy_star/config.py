@@ -1,0 +1,228 @@
+"""Configs for every part of STAR, and the presets.
+
+One dataclass per component, one `STARConfig` that holds them, and one `SamplingConfig`
+that is the single home of every sampling default (the authors' release has three
+disagreeing sets: cfg 5.0 / 20.0 / 1.1; we keep one).
+
+Presets:
+  star-3b      Qwen2.5-VL-3B base, 16 stacked layers (paper Table 8, release STAR_Qwen2.5-VL-3B.json)
+  star-7b      Qwen2.5-VL-7B base, 14 stacked layers (release STAR_Qwen2.5-VL-7B.json)
+  star-shapes  the small embedded default, trained by `python -m comfy_star train` on the Shapes world
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class VQConfig:
+    """STAR-VQ: a VQGAN-style encoder/decoder (LlamaGen layout, as in the release)."""
+    codebook_size: int = 65536
+    codebook_dim: int = 512
+    ch: int = 256
+    ch_mult: tuple = (1, 2, 2, 4, 8)
+    z_channels: int = 512
+    num_res_blocks: int = 2
+    attn_heads: int = 8
+    # training-time codebook projector (FVQ / VQGAN-LC): codebook = proj(frozen_init).
+    # Exported to a plain codebook after training, so inference never needs it.
+    projector_dim: int = 0  # 0: no projector
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.ch_mult) - 1)
+
+
+@dataclass
+class ARConfig:
+    """The frozen base VLM (a Qwen2.5-VL config dict) and the stacked layers above it."""
+    base: dict = field(default_factory=dict)  # Qwen2_5_VLConfig.to_dict(): text_config + vision_config
+    base_path: str | None = None  # a Hugging Face Qwen2.5-VL folder, when the base is not in the file
+    num_stacked_layers: int = 16
+    stack_init: str = "vlm"  # "vlm": copy the base's last N layers; "llm": same weights, text-only base; "random"
+    adapter_depth: int = 2  # MLP_GELU depth of the generation adapter (release: 2 for 3B, 4 for 7B)
+    tokenizer: str = "qwen"  # "qwen": the base folder's tokenizer; "bytes": our byte-level tokenizer
+    image_patch_size: int = 14  # Qwen2.5-VL image processor, for understanding and editing inputs
+    image_merge_size: int = 2
+    system_prompt: str | None = "You are a helpful assistant."
+    reasoning_suffix: str = " Ultra HD, 4K, cinematic composition"  # release's "magic prompt"
+
+
+@dataclass
+class DiffusionConfig:
+    """Lumina2-style DiT decoder: VQ embeddings on channels, source latent on the sequence."""
+    transformer: dict = field(default_factory=dict)  # Lumina2Transformer2DModel kwargs, before widening
+    vq_channels: int = 512  # channels appended to the latent (codebook_dim)
+    latent: str = "vae"  # "vae": AutoencoderKL from `vae_path`; "pixels": pixel-unshuffle (small models)
+    latent_channels: int = 16
+    latent_factor: int = 8  # pixels per latent cell
+    text_encoder: str = "gemma2"  # "gemma2": Lumina-Image-2.0's text encoder folder; "base": the frozen base
+    lumina_path: str | None = None  # Lumina-Image-2.0 folder (text_encoder/, tokenizer/, vae/, scheduler/)
+    max_text_tokens: int = 256
+
+
+@dataclass
+class SamplingConfig:
+    """Every sampling default lives here (and only here)."""
+    cfg: float = 5.0
+    temperature: float = 1.0
+    top_k: int = 1000
+    top_p: float = 1.0
+    diffusion_steps: int = 40
+    diffusion_cfg: float = 4.5
+    diffusion_image_cfg: float = 1.05
+    diffusion_size: int = 1024
+    reasoning_max_tokens: int = 256
+
+
+@dataclass
+class STARConfig:
+    name: str = "star"
+    image_size: int = 384  # the AR token grid covers image_size / vq.downsample cells a side
+    vq: VQConfig = field(default_factory=VQConfig)
+    ar: ARConfig = field(default_factory=ARConfig)
+    diffusion: DiffusionConfig | None = field(default_factory=DiffusionConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.vq.downsample
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "STARConfig":
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "STARConfig":
+        d = dict(d)
+        sub = {"vq": VQConfig, "ar": ARConfig, "diffusion": DiffusionConfig, "sampling": SamplingConfig}
+        for key, klass in sub.items():
+            if d.get(key) is not None:
+                d[key] = _dataclass_from(klass, d[key])
+        return _dataclass_from(cls, d)
+
+
+def _dataclass_from(klass, d: dict):
+    known = {f.name for f in fields(klass)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"{klass.__name__}: unknown fields {sorted(unknown)}")
+    d = {k: tuple(v) if isinstance(v, list) and k == "ch_mult" else v for k, v in d.items()}
+    return klass(**d)
+
+
+# --- base VLM configs (Qwen2.5-VL-3B/7B-Instruct config.json, the parts that size the model) ---
+
+def _qwen25vl(hidden, layers, heads, kv_heads, intermediate, vocab, tie, vision_out, rope_theta=1000000.0):
+    return {
+        "model_type": "qwen2_5_vl",
+        "text_config": {
+            "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads, "intermediate_size": intermediate, "vocab_size": vocab,
+            "max_position_embeddings": 128000, "rms_norm_eps": 1e-6, "tie_word_embeddings": tie,
+            "rope_theta": rope_theta,
+            "rope_scaling": {"type": "mrope", "rope_type": "default", "mrope_section": [16, 24, 24]},
+            "hidden_act": "silu",
+        },
+        "vision_config": {
+            "depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+            "out_hidden_size": vision_out, "patch_size": 14, "spatial_merge_size": 2,
+            "temporal_patch_size": 2, "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31],
+            "in_chans": 3, "hidden_act": "silu",
+        },
+        "image_token_id": 151655, "video_token_id": 151656,
+        "vision_start_token_id": 151652, "vision_end_token_id": 151653,
+        "tie_word_embeddings": tie,
+    }
+
+
+QWEN25VL_3B = _qwen25vl(2048, 36, 16, 2, 11008, 151936, True, 2048)
+QWEN25VL_7B = _qwen25vl(3584, 28, 28, 4, 18944, 152064, False, 3584)
+
+# Lumina-Image-2.0's transformer (diffusers Lumina2Transformer2DModel, ~2.6 B).
+LUMINA2_TRANSFORMER = {
+    "sample_size": 128, "patch_size": 2, "in_channels": 16, "hidden_size": 2304, "num_layers": 26,
+    "num_refiner_layers": 2, "num_attention_heads": 24, "num_kv_heads": 8, "multiple_of": 256,
+    "ffn_dim_multiplier": None, "norm_eps": 1e-5, "scaling_factor": 1.0,
+    "axes_dim_rope": (32, 32, 32), "axes_lens": (300, 512, 512), "cap_feat_dim": 2304,
+}
+
+
+def _star_full(name, base, layers, adapter_depth):
+    return STARConfig(
+        name=name, image_size=384,
+        vq=VQConfig(),
+        ar=ARConfig(base=copy.deepcopy(base), num_stacked_layers=layers, adapter_depth=adapter_depth),
+        diffusion=DiffusionConfig(transformer=dict(LUMINA2_TRANSFORMER)),
+        sampling=SamplingConfig(),
+    )
+
+
+# --- star-shapes: the embedded default. Sized to train in minutes and sample in well under 1 s on a CPU. ---
+
+SHAPES_SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|vision_pad|>", "<|image_pad|>", "<|fim_pad|>",
+]
+SHAPES_VOCAB = 256 + len(SHAPES_SPECIAL_TOKENS)  # byte-level: every byte, then the specials
+# ids of the specials in our byte tokenizer follow the 256 byte ids in the order above
+SHAPES_BASE = {
+    "model_type": "qwen2_5_vl",
+    "text_config": {
+        "hidden_size": 192, "num_hidden_layers": 6, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "intermediate_size": 512, "vocab_size": SHAPES_VOCAB, "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-6, "tie_word_embeddings": True, "rope_theta": 10000.0,
+        "rope_scaling": {"type": "mrope", "rope_type": "default", "mrope_section": [8, 8, 8]},
+        "hidden_act": "silu",
+    },
+    "vision_config": {
+        "depth": 2, "hidden_size": 128, "intermediate_size": 256, "num_heads": 4, "out_hidden_size": 192,
+        "patch_size": 8, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 32,
+        "fullatt_block_indexes": [1], "in_chans": 3, "hidden_act": "silu",
+    },
+    "image_token_id": 256 + SHAPES_SPECIAL_TOKENS.index("<|image_pad|>"),
+    "video_token_id": 256 + SHAPES_SPECIAL_TOKENS.index("<|vision_pad|>"),
+    "vision_start_token_id": 256 + SHAPES_SPECIAL_TOKENS.index("<|vision_start|>"),
+    "vision_end_token_id": 256 + SHAPES_SPECIAL_TOKENS.index("<|vision_end|>"),
+    "tie_word_embeddings": True,
+}
+
+SHAPES_TRANSFORMER = {
+    "sample_size": 16, "patch_size": 2, "in_channels": 48, "hidden_size": 128, "num_layers": 4,
+    "num_refiner_layers": 1, "num_attention_heads": 4, "num_kv_heads": 2, "multiple_of": 32,
+    "ffn_dim_multiplier": None, "norm_eps": 1e-5, "scaling_factor": 1.0,
+    "axes_dim_rope": (8, 12, 12), "axes_lens": (512, 128, 128), "cap_feat_dim": 192,
+}
+
+
+def _star_shapes():
+    return STARConfig(
+        name="star-shapes", image_size=64,
+        vq=VQConfig(codebook_size=1024, codebook_dim=32, ch=32, ch_mult=(1, 2, 2, 4), z_channels=64,
+                    num_res_blocks=1, attn_heads=1, projector_dim=32),
+        ar=ARConfig(base=copy.deepcopy(SHAPES_BASE), num_stacked_layers=2, adapter_depth=2, tokenizer="bytes",
+                    image_patch_size=8, image_merge_size=2, system_prompt=None, reasoning_suffix=""),
+        diffusion=DiffusionConfig(transformer=dict(SHAPES_TRANSFORMER), vq_channels=32, latent="pixels",
+                                  latent_channels=48, latent_factor=4, text_encoder="base", max_text_tokens=128),
+        sampling=SamplingConfig(cfg=3.0, temperature=1.0, top_k=64, top_p=1.0, diffusion_steps=12,
+                                diffusion_cfg=2.0, diffusion_image_cfg=1.0, diffusion_size=128,
+                                reasoning_max_tokens=48),
+    )
+
+
+PRESETS = {
+    "star-3b": lambda: _star_full("star-3b", QWEN25VL_3B, 16, 2),
+    "star-7b": lambda: _star_full("star-7b", QWEN25VL_7B, 14, 4),
+    "star-shapes": _star_shapes,
+}
+
+
+def preset(name: str) -> STARConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()

@@ -1,0 +1,153 @@
+"""The stacked AR on a tiny random Qwen2.5-VL: frozen base, copy init, KV cache, CFG, seeds."""
+import copy
+
+import pytest
+import torch
+
+from comfy_star.ar.model import StackedAR, build_base
+from comfy_star.ar.prompts import edit_rows, t2i_rows, uncond_row, chat_row
+from comfy_star.ar.sampler import SampleParams, generate, guide, logits_processors, pick
+from comfy_star.ar.sequence import Codes, Text, assemble
+from comfy_star.ar.tokenizer import ChatFormat, byte_tokenizer
+from comfy_star.config import preset
+
+K, D_CODE = 64, 8
+
+
+def tiny_ar_config():
+    cfg = copy.deepcopy(preset("star-shapes").ar)
+    t = cfg.base["text_config"]
+    t.update(hidden_size=64, num_hidden_layers=3, intermediate_size=96, num_attention_heads=2, num_key_value_heads=1)
+    t["rope_scaling"]["mrope_section"] = [4, 6, 6]
+    v = cfg.base["vision_config"]
+    v.update(hidden_size=32, intermediate_size=48, num_heads=2, out_hidden_size=64, depth=1, fullatt_block_indexes=[0])
+    cfg.num_stacked_layers = 2
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    cfg = tiny_ar_config()
+    model = StackedAR(build_base(cfg, attn="eager"), cfg, D_CODE, K)
+    codebook = torch.randn(K, D_CODE)
+    chat = ChatFormat(byte_tokenizer(), None)
+    return model, codebook, chat
+
+
+def test_base_frozen_and_stack_copied(tiny):
+    model, _, _ = tiny
+    assert not any(p.requires_grad for p in model.base.parameters())
+    assert all(p.requires_grad for p in model.trainable_parameters())
+    base_layers = model.base_text.layers
+    for i, layer in enumerate(model.stack.layers):
+        src = base_layers[len(base_layers) - len(model.stack.layers) + i]
+        for (n, a), (_, b) in zip(layer.state_dict().items(), src.state_dict().items()):
+            assert torch.equal(a, b), n
+        assert layer.self_attn.layer_idx == i  # a fresh index, not the base's
+
+
+def test_base_logits_bit_identical_after_training_step(tiny):
+    model, codebook, chat = tiny
+    batch = assemble(model, t2i_rows(chat, ["a red circle"]), codebook)
+    before = model.base_logits(batch.embeds, batch.position_ids)
+    fresh = build_base(tiny_ar_config(), attn="eager")
+    fresh.load_state_dict(model.base.state_dict())
+    opt = torch.optim.SGD(model.trainable_parameters(), lr=0.1)
+    model.train()
+    codes = torch.randint(0, K, (1, 5))
+    rows = [[Text(chat_row(chat, "a red circle")), Codes(codes[0])]]
+    b = assemble(model, rows, codebook)
+    loss = model(b.embeds, b.position_ids)[0, -6:-1].logsumexp(-1).mean()
+    loss.backward()
+    opt.step()
+    after = model.base_logits(batch.embeds, batch.position_ids)
+    assert torch.equal(before, after)
+    for (n, a), (_, b_) in zip(model.base.state_dict().items(), fresh.state_dict().items()):
+        assert torch.equal(a, b_), n
+
+
+def test_kv_cache_matches_full_recompute(tiny):
+    model, codebook, chat = tiny
+    model.eval()
+    params = SampleParams(cfg=3.0, temperature=0)  # greedy: tokens are a function of the logits
+    rows = t2i_rows(chat, ["two blue squares", "a green triangle"])  # different lengths: left padding
+    batch = assemble(model, rows, codebook)
+    ids = generate(model, batch, codebook, 6, params)
+    # slow path: recompute the whole sequence for every token
+    slow = []
+    for i in range(6):
+        full = [r + [Codes(ids[j % 2, :i])] for j, r in enumerate(rows)]
+        b = assemble(model, full, codebook)
+        with torch.no_grad():
+            logits = model(b.embeds, b.position_ids, b.attention_mask)[:, -1].float()
+        slow.append(guide(logits, params.cfg, 2).argmax(-1))
+    assert torch.equal(torch.stack(slow, 1), ids)
+
+
+def test_cfg_one_is_the_conditional_path(tiny):
+    model, codebook, chat = tiny
+    batch = assemble(model, t2i_rows(chat, ["a red circle"]), codebook)
+    g = lambda: torch.Generator().manual_seed(7)
+    a = generate(model, batch, codebook, 8, SampleParams(cfg=1.0, top_k=10), g())
+    cond_only = assemble(model, t2i_rows(chat, ["a red circle"])[:1] * 2, codebook)  # uncond rows never used
+    b = generate(model, cond_only, codebook, 8, SampleParams(cfg=1.0, top_k=10), g())
+    assert torch.equal(a, b)
+
+
+def test_same_seed_same_tokens(tiny):
+    model, codebook, chat = tiny
+    batch = assemble(model, t2i_rows(chat, ["a red circle"]), codebook)
+    p = SampleParams(cfg=4.0, top_k=20, top_p=0.9)
+    a = generate(model, batch, codebook, 10, p, torch.Generator().manual_seed(1))
+    b = generate(model, batch, codebook, 10, p, torch.Generator().manual_seed(1))
+    c = generate(model, batch, codebook, 10, p, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_uncond_row_keeps_length_and_assistant_header():
+    chat = ChatFormat(byte_tokenizer(), "You are a helpful assistant.")
+    cond = chat_row(chat, "a cat")
+    unc = uncond_row(chat, cond)
+    tail = chat.encode("<|im_start|>assistant\n") + [chat.ids["<|vision_start|>"]]
+    assert len(unc) == len(cond) and unc[0] == cond[0] and unc[-len(tail):] == tail
+    assert set(unc[1:-len(tail)]) == {chat.ids["<|fim_pad|>"]}
+
+
+def test_filtering_matches_release_topk_topp():
+    """Our transformers warpers keep the same tokens as the release's top_k_top_p_filtering."""
+    torch.manual_seed(0)
+    logits = torch.randn(4, 300)
+    procs = logits_processors(SampleParams(top_k=50, top_p=0.8))
+    ours = torch.isfinite(procs(None, logits.clone()))
+    ref = logits.clone()
+    ref[ref < torch.topk(ref, 50)[0][..., -1, None]] = -float("inf")
+    s, idx = torch.sort(ref, descending=True)
+    remove = torch.cumsum(torch.softmax(s, -1), -1) > 0.8
+    remove[..., 1:] = remove[..., :-1].clone()
+    remove[..., 0] = False
+    ref[remove.scatter(1, idx, remove)] = -float("inf")
+    assert torch.equal(ours, torch.isfinite(ref))
+
+
+def test_edit_rows_carry_codes_and_vision(tiny):
+    model, codebook, chat = tiny
+    src = torch.randint(0, K, (1, 16))
+    rows = edit_rows(chat, ["make it blue"], src)
+    assert len(rows) == 2 and any(isinstance(s, Codes) for s in rows[1])
+    feats = [torch.randn(4, 64)]
+    grid = torch.tensor([[1, 4, 4]])
+    batch = assemble(model, rows, codebook, vision=(feats, grid))
+    ids = generate(model, batch, codebook, 3, SampleParams(cfg=2.0, top_k=5), torch.Generator().manual_seed(0))
+    assert ids.shape == (1, 3)
+
+
+def test_answer_runs_with_and_without_image(tiny):
+    from PIL import Image
+    from comfy_star.ar.understand import answer, image_processor
+    model, _, chat = tiny
+    proc = image_processor(8, 2, 32)
+    img = Image.new("RGB", (32, 32), (255, 0, 0))
+    with_img = answer(model.base, chat, ["what colour?"], images=[img], proc=proc, max_new_tokens=4)
+    text = answer(model.base, chat, ["what colour?"], max_new_tokens=4)
+    assert isinstance(with_img[0], str) and isinstance(text[0], str)
