@@ -149,7 +149,7 @@ LUMINA2_TRANSFORMER = {
     "sample_size": 128, "patch_size": 2, "in_channels": 16, "hidden_size": 2304, "num_layers": 26,
     "num_refiner_layers": 2, "num_attention_heads": 24, "num_kv_heads": 8, "multiple_of": 256,
     "ffn_dim_multiplier": None, "norm_eps": 1e-5, "scaling_factor": 1.0,
-    "axes_dim_rope": (32, 32, 32), "axes_lens": (300, 512, 512), "cap_feat_dim": 2304,
+    "axes_dim_rope": [32, 32, 32], "axes_lens": [300, 512, 512], "cap_feat_dim": 2304,
 }
 
 
@@ -178,25 +178,27 @@ SHAPES_BASE = {
         "intermediate_size": 512, "vocab_size": SHAPES_VOCAB, "max_position_embeddings": 4096,
         "rms_norm_eps": 1e-6, "tie_word_embeddings": True, "rope_theta": 10000.0,
         "rope_scaling": {"type": "mrope", "rope_type": "default", "mrope_section": [8, 8, 8]},
-        "hidden_act": "silu",
+        "hidden_act": "silu", "bos_token_id": None, "eos_token_id": 256 + SHAPES_SPECIAL_TOKENS.index("<|im_end|>"),
+        "pad_token_id": 256,
     },
     "vision_config": {
-        "depth": 2, "hidden_size": 128, "intermediate_size": 256, "num_heads": 4, "out_hidden_size": 192,
+        "depth": 4, "hidden_size": 128, "intermediate_size": 256, "num_heads": 4, "out_hidden_size": 192,
         "patch_size": 8, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 32,
-        "fullatt_block_indexes": [1], "in_chans": 3, "hidden_act": "silu",
+        "fullatt_block_indexes": [1, 3], "in_chans": 3, "hidden_act": "silu",
     },
     "image_token_id": 256 + SHAPES_SPECIAL_TOKENS.index("<|image_pad|>"),
     "video_token_id": 256 + SHAPES_SPECIAL_TOKENS.index("<|vision_pad|>"),
     "vision_start_token_id": 256 + SHAPES_SPECIAL_TOKENS.index("<|vision_start|>"),
     "vision_end_token_id": 256 + SHAPES_SPECIAL_TOKENS.index("<|vision_end|>"),
-    "tie_word_embeddings": True,
+    "tie_word_embeddings": True, "bos_token_id": None,
+    "eos_token_id": 256 + SHAPES_SPECIAL_TOKENS.index("<|im_end|>"), "pad_token_id": 256,
 }
 
 SHAPES_TRANSFORMER = {
     "sample_size": 16, "patch_size": 2, "in_channels": 48, "hidden_size": 128, "num_layers": 4,
     "num_refiner_layers": 1, "num_attention_heads": 4, "num_kv_heads": 2, "multiple_of": 32,
     "ffn_dim_multiplier": None, "norm_eps": 1e-5, "scaling_factor": 1.0,
-    "axes_dim_rope": (8, 12, 12), "axes_lens": (512, 128, 128), "cap_feat_dim": 192,
+    "axes_dim_rope": [8, 12, 12], "axes_lens": [512, 128, 128], "cap_feat_dim": 192,
 }
 
 

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 from comfy_star.ar.model import StackedAR, build_base
 from comfy_star.checkpoint import (CheckpointError, config_from_release_json, load_into, read_config,
                                    read_tensors, release_to_ours)
-from tests.test_ar import D_CODE, K, tiny_ar_config
+from test_ar import D_CODE, K, tiny_ar_config
 
 
 def release_ar_state(model: StackedAR) -> dict:

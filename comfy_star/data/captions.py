@@ -1,0 +1,196 @@
+"""Captions in the six GenEval categories, their machine-checkable specs, and scenes for specs.
+
+A spec says exactly what a caption promises, so the detector can check an image against it:
+
+    {"objects": [{"kind": "circle", "color": "red", "count": 1}, ...],   # kind/color None: any
+     "relation": {"a": 0, "b": 1, "rel": "left of"} or None,             # objects[a] rel objects[b]
+     "background": "white" or None}
+
+A training caption promises everything in the scene: the objects, their counts, nothing else.
+Held-out phrasings (wrappers, bodies, noun phrases) are never used in training, so evaluating
+on them tests whether the model understood the words rather than memorised the sentences.
+"""
+from __future__ import annotations
+
+import random
+
+from .qa import describe
+from .shapes import BACKGROUNDS, COLORS, RELATIONS, SHAPES, Scene, article, is_clear, name_of, place, relation
+
+CATEGORIES = ("single_object", "two_objects", "counting", "colors", "position", "color_attr")
+NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four"}
+P_BACKGROUND = 0.3  # how often a caption names the background
+
+# Each phrasing bank: (training, held-out). {x}: the body, {bg}: a background name.
+WRAPPERS = (["{x}", "a picture of {x}", "an image of {x}", "a photo of {x}", "draw {x}", "generate {x}",
+             "show {x}", "render {x}", "paint {x}", "a drawing of {x}", "create an image of {x}",
+             "an image with {x}", "a simple picture of {x}", "make an image of {x}"],
+            ["please draw {x}", "could you show me {x}", "a rendering of {x}", "i would like an image of {x}",
+             "depict {x}", "produce a picture with {x}"])
+BG_WRAPPERS = (["{x} on a {bg} background", "draw {x} on a {bg} background", "an image of {x} on a {bg} background",
+                "{x}, {bg} background", "a {bg} background with {x}", "a picture of {x} on {bg}"],
+               ["{x} against a {bg} background", "please draw {x} on a {bg} background",
+                "a rendering of {x} over a {bg} background"])
+# {a}, {b}: noun phrases; {rel}: a relation phrase
+BODIES = {
+    "pair": (["{a} and {b}", "{a} with {b}", "both {a} and {b}"], ["{a} as well as {b}", "{a} together with {b}"]),
+    "position": (["{a} {rel} {b}", "{a} is {rel} {b}", "{a} placed {rel} {b}"], ["{a} located {rel} {b}",
+                                                                               "{a} that is {rel} {b}"]),
+}
+REL_PHRASES = {  # held out: the same key words behind a modifier never seen in training
+    "left of": (["to the left of", "left of", "on the left of"], ["just left of"]),
+    "right of": (["to the right of", "right of", "on the right of"], ["just right of"]),
+    "above": (["above", "over"], ["just above"]),
+    "below": (["below", "under", "underneath"], ["just below"]),
+}
+# {art}: a/an, {n}: number word, {d}: digit, {c}: colour, {k}/{ks}: kind singular/plural
+ONE = (["{art} {k}", "one {k}", "a single {k}"], ["just one {k}"])
+ONE_COLORED = (["{art} {c} {k}", "one {c} {k}", "a single {c} {k}", "{art} {k} that is {c}", "{art} {k} colored {c}",
+                "{art} {k} coloured {c}"], ["{art} {k} in {c}", "just one {c} {k}"])
+MANY = (["{n} {ks}", "exactly {n} {ks}", "{d} {ks}"], ["a group of {n} {ks}"])
+MANY_COLORED = (["{n} {c} {ks}", "exactly {n} {c} {ks}", "{d} {c} {ks}"], ["{n} {ks}, all {c}", "a group of {n} {c} {ks}"])
+
+
+def obj(kind=None, color=None, count=1) -> dict:
+    return {"kind": kind, "color": color, "count": count}
+
+
+def random_spec(category: str, rng: random.Random) -> dict:
+    """A spec of one category, with unambiguous objects (no two of them can match one shape)."""
+    kinds, colors = list(SHAPES), list(COLORS)
+    rel = None
+    if category == "single_object":
+        objects = [obj(rng.choice(kinds))]
+    elif category == "colors":
+        objects = [obj(rng.choice(kinds), rng.choice(colors))]
+    elif category == "counting":
+        objects = [obj(rng.choice(kinds), rng.choice(colors) if rng.random() < 0.5 else None, rng.randint(2, 4))]
+    elif category == "two_objects":
+        objects = [obj(k) for k in rng.sample(kinds, 2)]
+    elif category == "color_attr":  # same kind allowed: "a red circle and a blue circle" tests binding
+        objects = [obj(rng.choice(kinds), c) for c in rng.sample(colors, 2)]
+    elif category == "position":
+        if rng.random() < 0.5:
+            objects = [obj(k) for k in rng.sample(kinds, 2)]
+        else:
+            objects = [obj(rng.choice(kinds), c) for c in rng.sample(colors, 2)]
+        rel = {"a": 0, "b": 1, "rel": rng.choice(RELATIONS)}
+    else:
+        raise ValueError(f"unknown category {category!r}; expected one of {CATEGORIES}")
+    background = rng.choice(list(BACKGROUNDS)) if rng.random() < P_BACKGROUND else None
+    return {"objects": objects, "relation": rel, "background": background}
+
+
+def scene_from_spec(spec: dict, rng: random.Random) -> Scene:
+    """A random scene that satisfies the spec exactly; unnamed kinds, colours, background random."""
+    picks = [(o["kind"] or rng.choice(SHAPES), o["color"] or rng.choice(list(COLORS)))
+             for o in spec["objects"] for _ in range(o.get("count", 1))]
+    rel = spec.get("relation")
+    for _ in range(1000):
+        shapes = place(picks, rng)
+        if shapes is None:
+            continue
+        if rel:  # objects a and b have count 1, so they are shapes[a] and shapes[b]
+            a, b = shapes[rel["a"]], shapes[rel["b"]]
+            if not (is_clear(a, b) and relation(a, b) == rel["rel"]):
+                continue
+        rng.shuffle(shapes)  # so the first-named object is not always drawn first
+        return Scene(shapes, spec.get("background") or rng.choice(list(BACKGROUNDS)))
+    raise ValueError(f"found no scene for {spec}")
+
+
+def caption_from_spec(spec: dict, rng: random.Random, held_out: bool = False) -> str:
+    """A caption promising exactly the spec; held_out draws from the held-out phrasings."""
+    split = 1 if held_out else 0
+    nps = [noun_phrase(o, rng, held_out) for o in spec["objects"]]
+    if spec.get("relation"):
+        rel = spec["relation"]
+        body = _pick(BODIES["position"], rng, held_out).format(
+            a=nps[rel["a"]], b=nps[rel["b"]], rel=_pick(REL_PHRASES[rel["rel"]], rng, held_out))
+    elif len(nps) == 2:
+        body = _pick(BODIES["pair"], rng, held_out).format(a=nps[0], b=nps[1])
+    else:
+        body = nps[0]
+    if spec.get("background"):
+        return rng.choice(BG_WRAPPERS[split]).format(x=body, bg=spec["background"])
+    return rng.choice(WRAPPERS[split]).format(x=body)
+
+
+def _pick(bank: tuple[list, list], rng: random.Random, held_out: bool) -> str:
+    """Training phrasings only, or - held out - a held-out phrasing half of the time.
+
+    A held-out caption always gets a held-out wrapper, so it never equals a training caption;
+    mixing in training bodies keeps the test about unseen wording, not an unseen language.
+    """
+    return rng.choice(bank[1] if held_out and rng.random() < 0.5 else bank[0])
+
+
+def noun_phrase(o: dict, rng: random.Random, held_out: bool = False) -> str:
+    kind, color, n = o["kind"] or "shape", o["color"], o.get("count", 1)
+    if n == 1:
+        template = _pick(ONE_COLORED if color else ONE, rng, held_out)
+    else:
+        template = _pick(MANY_COLORED if color else MANY, rng, held_out)
+    first = color if color and template.startswith("{art} {c}") else kind
+    return template.format(art=article(first), n=NUMBERS[n], d=n, c=color, k=kind, ks=kind + "s")
+
+
+def caption_phrasings(held_out: bool) -> set[str]:
+    """Every template of one split, for checking that the splits share none."""
+    split = 1 if held_out else 0
+    banks = [WRAPPERS, BG_WRAPPERS, ONE, ONE_COLORED, MANY, MANY_COLORED, *BODIES.values(), *REL_PHRASES.values()]
+    return {t for bank in banks for t in bank[split]}
+
+
+def random_caption(rng: random.Random, category: str | None = None, held_out: bool = False):
+    """(caption, category, spec, scene): a training (or held-out) pair, the category even."""
+    category = category or rng.choice(CATEGORIES)
+    spec = random_spec(category, rng)
+    return caption_from_spec(spec, rng, held_out), category, spec, scene_from_spec(spec, rng)
+
+
+def eval_prompts(seed: int, n_per_category: int, held_out: bool = False) -> list[dict]:
+    """[{prompt, category, spec}], n per category, the same list for the same seed."""
+    rng = random.Random(f"eval-prompts:{seed}:{held_out}")
+    out = []
+    for category in CATEGORIES:
+        for _ in range(n_per_category):
+            spec = random_spec(category, rng)
+            out.append({"prompt": caption_from_spec(spec, rng, held_out), "category": category, "spec": spec})
+    return out
+
+
+def specs_for_scene(scene: Scene) -> list[tuple[str, dict]]:
+    """Every (category, spec) whose caption would describe this scene completely."""
+    shapes, out = scene.shapes, []
+    if len(shapes) == 1:
+        s = shapes[0]
+        out += [("single_object", _spec([obj(s.kind)])), ("colors", _spec([obj(s.kind, s.color)]))]
+    if len(shapes) >= 2 and len({s.kind for s in shapes}) == 1:
+        same_color = len({s.color for s in shapes}) == 1
+        out.append(("counting", _spec([obj(shapes[0].kind, shapes[0].color if same_color else None, len(shapes))])))
+    if len(shapes) == 2:
+        a, b = shapes
+        if a.kind != b.kind:
+            out.append(("two_objects", _spec([obj(a.kind), obj(b.kind)])))
+        if (a.kind, a.color) != (b.kind, b.color):
+            out.append(("color_attr", _spec([obj(a.kind, a.color), obj(b.kind, b.color)])))
+            if is_clear(a, b):
+                named = [obj(s.kind) if name_of(s, scene) == s.kind else obj(s.kind, s.color) for s in (a, b)]
+                out.append(("position", _spec(named, {"a": 0, "b": 1, "rel": relation(a, b)})))
+    return out
+
+
+def _spec(objects, rel=None) -> dict:
+    return {"objects": objects, "relation": rel, "background": None}
+
+
+def caption_for(scene: Scene, rng: random.Random) -> tuple[str, str]:
+    """(caption, category) for an existing scene; ("...", "describe") when no category fits."""
+    options = specs_for_scene(scene)
+    if not options:
+        return describe(scene), "describe"
+    category, spec = rng.choice(options)
+    if rng.random() < P_BACKGROUND:
+        spec["background"] = scene.background
+    return caption_from_spec(spec, rng), category

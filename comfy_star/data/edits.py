@@ -1,0 +1,128 @@
+"""Edit triples: a scene, an instruction, and the scene the instruction asks for.
+
+Instructions name shapes only where the name picks out one shape ("the circle", "the red
+circle"). Shapes the edit is not about keep their exact kind, colour, place and size, and
+`changed_boxes` (normalised x0, y0, x1, y1, padded by a pixel at 64 px) cover every pixel the
+edit may change, so evaluation can measure how well the rest of the image was kept.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import numpy as np
+
+from .shapes import BACKGROUNDS, COLORS, SHAPES, Scene, Shape, article, fits, name_of, place
+
+EDIT_KINDS = ("recolor", "add", "remove", "move", "replace", "background")
+MAX_SHAPES = 4
+PAD = 1 / 64
+DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+DIRECTION_WORDS = {"left": ["to the left", "left"], "right": ["to the right", "right"],
+                   "up": ["up", "upwards"], "down": ["down", "downwards"]}
+
+
+def edit_for(scene: Scene, rng: random.Random, kind: str | None = None):
+    """(instruction, target_scene, edit_kind, changed_boxes); kind None draws one that applies."""
+    kinds = [kind] if kind else rng.sample(EDIT_KINDS, len(EDIT_KINDS))
+    for k in kinds:
+        made = EDITS[k](scene, rng)
+        if made:
+            instruction, target, boxes = made
+            return instruction, target, k, boxes
+    raise ValueError(f"no {kind or 'edit'} applies to this scene: {scene}")
+
+
+def box(shape: Shape) -> tuple[float, float, float, float]:
+    r = shape.size + PAD
+    return (max(shape.x - r, 0.0), max(shape.y - r, 0.0), min(shape.x + r, 1.0), min(shape.y + r, 1.0))
+
+
+def unchanged_mask(boxes, size: int) -> np.ndarray:
+    """(size, size) bool, True on the pixels no changed box touches."""
+    keep = np.ones((size, size), bool)
+    for x0, y0, x1, y1 in boxes:
+        keep[int(y0 * size):int(np.ceil(y1 * size)), int(x0 * size):int(np.ceil(x1 * size))] = False
+    return keep
+
+
+def _named(scene, rng):
+    """A random shape with a unique name, or (None, None)."""
+    cands = [(s, name_of(s, scene)) for s in scene.shapes if name_of(s, scene)]
+    return rng.choice(cands) if cands else (None, None)
+
+
+def _swap(scene, old, new) -> Scene:
+    return Scene([new if s is old else s for s in scene.shapes], scene.background)
+
+
+def recolor(scene, rng):
+    s, name = _named(scene, rng)
+    if s is None:
+        return None
+    color = rng.choice([c for c in COLORS if c != s.color])
+    template = rng.choice(["make the {n} {c}", "colour the {n} {c}", "color the {n} {c}", "paint the {n} {c}",
+                           "change the colour of the {n} to {c}", "change the color of the {n} to {c}",
+                           "turn the {n} {c}", "recolor the {n} {c}"])
+    return template.format(n=name, c=color), _swap(scene, s, replace(s, color=color)), [box(s)]
+
+
+def add(scene, rng):
+    if len(scene.shapes) >= MAX_SHAPES:
+        return None
+    kind, color = rng.choice(SHAPES), rng.choice(list(COLORS))
+    new = place([(kind, color)], rng, others=scene.shapes)
+    if new is None:
+        return None
+    np_ = f"{article(color)} {color} {kind}"
+    template = rng.choice(["add {x}", "add {x} to the picture", "put {x} somewhere", "draw {x} as well",
+                           "insert {x}", "also add {x}"])
+    return template.format(x=np_), Scene(scene.shapes + new, scene.background), [box(new[0])]
+
+
+def remove(scene, rng):
+    s, name = _named(scene, rng)
+    if s is None or len(scene.shapes) < 2:  # never leave an empty picture
+        return None
+    template = rng.choice(["remove the {n}", "delete the {n}", "erase the {n}", "take away the {n}",
+                           "get rid of the {n}"])
+    return template.format(n=name), Scene([t for t in scene.shapes if t is not s], scene.background), [box(s)]
+
+
+def move(scene, rng, tries: int = 10):
+    """Shift one shape 0.15-0.3 of the image up, down, left or right, into free space."""
+    for _ in range(tries):
+        s, name = _named(scene, rng)
+        if s is None:
+            return None
+        direction = rng.choice(list(DIRECTIONS))
+        dx, dy = DIRECTIONS[direction]
+        step = rng.uniform(0.15, 0.3)
+        moved = replace(s, x=s.x + dx * step, y=s.y + dy * step)
+        if fits(moved, [t for t in scene.shapes if t is not s]):
+            template = rng.choice(["move the {n} {d}", "shift the {n} {d}", "push the {n} {d}", "slide the {n} {d}"])
+            instruction = template.format(n=name, d=rng.choice(DIRECTION_WORDS[direction]))
+            return instruction, _swap(scene, s, moved), [box(s), box(moved)]
+    return None
+
+
+def replace_kind(scene, rng):
+    s, name = _named(scene, rng)
+    if s is None:
+        return None
+    kind = rng.choice([k for k in SHAPES if k != s.kind])
+    template = rng.choice(["turn the {n} into {a} {k}", "replace the {n} with {a} {k}", "change the {n} into {a} {k}",
+                           "make the {n} {a} {k}", "swap the {n} for {a} {k}"])
+    instruction = template.format(n=name, a=article(kind), k=kind)
+    return instruction, _swap(scene, s, replace(s, kind=kind)), [box(s)]  # same colour, place and size
+
+
+def background(scene, rng):
+    color = rng.choice([b for b in BACKGROUNDS if b != scene.background])
+    template = rng.choice(["change the background to {b}", "make the background {b}", "use a {b} background",
+                           "set the background to {b}", "turn the background {b}"])
+    return template.format(b=color), Scene(list(scene.shapes), color), [(0.0, 0.0, 1.0, 1.0)]
+
+
+EDITS = {"recolor": recolor, "add": add, "remove": remove, "move": move, "replace": replace_kind,
+         "background": background}

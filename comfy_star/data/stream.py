@@ -1,0 +1,50 @@
+"""Endless training examples from the Shapes world, one per call, seeded by the rng passed in."""
+from __future__ import annotations
+
+import random
+
+from PIL import Image
+
+from .captions import random_caption
+from .edits import edit_for
+from .knowledge import fact_question, knowledge_prompt
+from .qa import describe, question_for
+from .shapes import random_scene, render
+
+P_DESCRIBE = 0.1   # share of text-to-image captions that describe a whole random scene
+P_FACT = 0.25      # share of knowledge examples that ask one fact on its own
+
+
+def sample_t2i(rng: random.Random, size: int = 64) -> tuple[str, Image.Image, str]:
+    """(caption, image, category): the six GenEval categories evenly, sometimes a full description."""
+    if rng.random() < P_DESCRIBE:
+        scene = random_scene(rng)
+        return describe(scene), render(scene, size), "describe"
+    caption, category, _, scene = random_caption(rng)
+    return caption, render(scene, size), category
+
+
+def sample_vqa(rng: random.Random, size: int = 64) -> tuple[Image.Image, str, str]:
+    scene = random_scene(rng)
+    question, answer = question_for(scene, rng)
+    return render(scene, size), question, answer
+
+
+def sample_caption(rng: random.Random, size: int = 64) -> tuple[Image.Image, str]:
+    scene = random_scene(rng)
+    return render(scene, size), describe(scene)
+
+
+def sample_edit(rng: random.Random, size: int = 64) -> tuple[Image.Image, str, Image.Image, str]:
+    """(source, instruction, target, edit_kind)."""
+    scene = random_scene(rng, 1, 3)  # room left for "add"
+    instruction, target, kind, _ = edit_for(scene, rng)
+    return render(scene, size), instruction, render(target, size), kind
+
+
+def sample_knowledge(rng: random.Random) -> tuple[str, str]:
+    """(prompt, answer): a knowledge prompt → its plain caption, or one fact → its answer."""
+    if rng.random() < P_FACT:
+        return fact_question(rng)
+    prompt, _, explicit = knowledge_prompt(rng)
+    return prompt, explicit
