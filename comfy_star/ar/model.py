@@ -14,7 +14,9 @@ import copy
 import torch
 import torch.nn as nn
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLTextModel
+from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (Qwen2_5_VLTextModel, Qwen2_5_VLVisionAttention,
+                                                                apply_rotary_pos_emb_vision)
+from transformers.utils.generic import is_flash_attention_requested
 
 from ..config import ARConfig
 
@@ -44,6 +46,7 @@ def build_base(cfg: ARConfig, dtype=None, attn="sdpa") -> Qwen2_5_VLForCondition
         base = Qwen2_5_VLForConditionalGeneration(config)
         if dtype is not None:
             base.to(dtype)
+    batch_equal_vision_chunks(base)
     return freeze(base)
 
 
@@ -141,3 +144,29 @@ def init_stack_from_llm(stack: Qwen2_5_VLTextModel, llm_state: dict) -> None:
             pre = f"layers.{src}."
             stack.layers[i].load_state_dict({k[len(pre):]: v for k, v in llm_state.items() if k.startswith(pre)})
         stack.norm.load_state_dict({"weight": llm_state["norm.weight"]})
+
+
+class EqualChunkVisionAttention(Qwen2_5_VLVisionAttention):
+    """Qwen2.5-VL's vision attention, with one SDPA call when all windows/images are the same length.
+
+    transformers' non-flash path runs one attention call per window and per image; for a batch of
+    equal-size images (always so for small models) that is hundreds of tiny calls per layer. The
+    math is unchanged: the same softmax(qk^T/sqrt(d))v over the same chunks, batched."""
+
+    def forward(self, hidden_states, cu_seqlens, position_embeddings=None, max_seqlen=None, **kwargs):
+        lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+        if is_flash_attention_requested(self.config) or bool((lengths != lengths[0]).any()):
+            return super().forward(hidden_states, cu_seqlens, position_embeddings, max_seqlen, **kwargs)
+        n, chunk = lengths.numel(), int(lengths[0])
+        seq = hidden_states.shape[0]
+        q, k, v = self.qkv(hidden_states).reshape(seq, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        q, k = apply_rotary_pos_emb_vision(q, k, *position_embeddings)
+        # (seq, heads, d) → (chunks, heads, chunk, d)
+        q, k, v = (t.reshape(n, chunk, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=self.scaling)
+        return self.proj(out.transpose(1, 2).reshape(seq, -1))
+
+
+def batch_equal_vision_chunks(base) -> None:
+    for block in base.model.visual.blocks:
+        block.attn.__class__ = EqualChunkVisionAttention
