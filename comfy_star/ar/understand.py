@@ -29,7 +29,7 @@ def vision_inputs(proc, images):
 
 def vit_features(base, pixel_values, grid):
     """ViT features per image, [(n_i, D)], as the base's language model sees them."""
-    out = base.model.get_image_features(pixel_values.to(base.device, base.visual.dtype), grid.to(base.device),
+    out = base.model.get_image_features(pixel_values.to(base.device, base.model.visual.dtype), grid.to(base.device),
                                         return_dict=True)
     return list(out.pooler_output)
 

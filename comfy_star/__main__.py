@@ -1,0 +1,84 @@
+"""`python -m comfy_star …` (or `comfy-star …`): train, evaluate, convert, generate.
+
+    python -m comfy_star train all --out runs/star-shapes            # reproduce the embedded default
+    python -m comfy_star train finetune --model M --data DIR --steps 200 --out tuned.safetensors
+    python -m comfy_star eval --model runs/star-shapes/star-shapes.safetensors --json eval.json
+    python -m comfy_star convert STAR-3B.pt star-3b.safetensors      # authors' .pt → our format
+    python -m comfy_star generate "a red circle" --out circle.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="comfy_star", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train the default model's stages, or fine-tune the stack")
+    t.add_argument("stage", choices=["all", "finetune"])
+    t.add_argument("--out", default="runs/star-shapes")
+    t.add_argument("--device", default=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps (0.01: smoke run)")
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--workers", type=int, default=0, help="data worker processes")
+    t.add_argument("--seconds", type=float, default=0,
+                   help="time budget per stage: fewer steps if the schedule would not fit (0: no limit)")
+    t.add_argument("--stages", default="stage0,stage1,stage2,stage3,stage4,final",
+                   help="which stages to run; the others must be done already (their files in --out)")
+    t.add_argument("--model", default=None, help="finetune: the checkpoint to start from (default: embedded)")
+    t.add_argument("--data", default=None, help="finetune: a caption folder (image + same-named .txt)")
+    t.add_argument("--steps", type=int, default=200)
+    t.add_argument("--lr", type=float, default=3e-4)
+
+    e = sub.add_parser("eval", help="ShapesEval / ShapesEdit / ShapesVQA / ShapesWISE")
+    e.add_argument("--model", default=None)
+    e.add_argument("--n", type=int, default=20, help="prompts per category")
+    e.add_argument("--json", default=None)
+    e.add_argument("--seed", type=int, default=1234)
+
+    c = sub.add_parser("convert", help="an authors' .pt checkpoint → comfy-star safetensors")
+    c.add_argument("src")
+    c.add_argument("dst")
+    c.add_argument("--config-json", default=None)
+    c.add_argument("--overwrite", action="store_true")
+
+    g = sub.add_parser("generate", help="text → image with a model")
+    g.add_argument("prompt")
+    g.add_argument("--model", default=None)
+    g.add_argument("--out", default="star.png")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--decoder", choices=["vq", "diffusion"], default="vq")
+    g.add_argument("--reasoning", action="store_true")
+
+    a = p.parse_args(argv)
+    if a.cmd == "train" and a.stage == "all":
+        from .train.recipe import Schedule, train_shapes
+        train_shapes(a.out, Schedule(batch=a.batch, scale=a.scale), device=a.device, seed=a.seed, workers=a.workers,
+                     stages=tuple(a.stages.split(",")), seconds=a.seconds)
+    elif a.cmd == "train":
+        from .train.finetune import finetune_cli
+        finetune_cli(a)
+    elif a.cmd == "eval":
+        from .eval.benchmarks import run_all, table
+        results = run_all(a.model, n=a.n, seed=a.seed)
+        print(table(results))
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(results, f, indent=2)
+    elif a.cmd == "convert":
+        from .convert import convert
+        print(convert(a.src, a.dst, a.config_json, a.overwrite))
+    elif a.cmd == "generate":
+        from .pipeline import STAR
+        star = STAR.from_pretrained(a.model)
+        star.generate(a.prompt, seed=a.seed, decoder=a.decoder, reasoning=a.reasoning)[0].save(a.out)
+        print(a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""The paper's curriculum, in miniature, for the embedded default `star-shapes`.
+
+    stage 0  a tiny Qwen2.5-VL learns to understand the Shapes world, then is frozen
+    stage 1  STAR-VQ with the codebook projector
+    stage 2  the stacked AR learns text-to-image (stack copied from the base's last N layers)
+    stage 3  the diffusion decoder on frozen VQ embeddings
+    stage 4  joint text-to-image + editing; stop-gradient between the AR and the decoder
+
+Each stage writes `<out>/stageN.safetensors` and keeps a resumable checkpoint in `<out>/stageN/`;
+rerunning skips finished stages. `python -m comfy_star train all --out runs/star-shapes`.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .. import components as comps
+from ..ar.model import StackedAR, build_base, freeze
+from ..ar.tokenizer import ChatFormat, load_tokenizer
+from ..ar.understand import image_processor
+from ..checkpoint import save_star
+from ..config import preset
+from . import stage0_vlm, stage2_ar
+from .prefetch import Prefetched, to_device
+from .runner import TrainArgs, train
+
+
+ALL_STAGES = ("stage0", "stage1", "stage2", "stage3", "stage4", "final")
+
+
+@dataclass
+class Schedule:
+    """Steps per stage; `scale` shrinks them all for a smoke run."""
+    stage0: int = 6000
+    stage1: int = 3000
+    stage2: int = 6000
+    stage3: int = 3000
+    stage4: int = 3000
+    batch: int = 64
+    scale: float = 1.0
+
+    def steps(self, name):
+        return max(2, int(getattr(self, name) * self.scale))
+
+
+def log(msg):
+    print(f"[recipe {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def device_of(module):
+    return next(module.parameters()).device
+
+
+def fit_steps(module, make_batch, loss_fn, seconds: float, probe: int = 6) -> int:
+    """How many steps fit in `seconds`: time a few forward/backward passes (weights untouched)."""
+    device = device_of(module)
+    batches = [to_device(make_batch(10**6 + i), device) for i in range(probe)]
+    loss_fn(module, batches[0])[0].backward()  # warm up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.time()
+    for b in batches[1:]:
+        loss_fn(module, b)[0].backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    module.zero_grad(set_to_none=True)
+    per_step = (time.time() - t) / (probe - 1) * 1.15  # + optimizer step and logging
+    log(f"  {per_step * 1e3:.0f} ms/step → {int(seconds / per_step)} steps in {seconds:.0f}s")
+    return max(2, int(seconds / per_step))
+
+
+def run_stage(out: Path, name: str, module, make_batch, loss_fn, steps, batch, lr, seed, workers, run=True,
+              seconds: float = 0, **kw):
+    """Train `module`'s trainable parameters unless `<out>/<name>.safetensors` exists (then load it).
+    With run=False the stage must already be done (another process, or an earlier run, did it)."""
+    done = out / f"{name}.safetensors"
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    if done.exists():
+        log(f"{name}: found {done}, loading it")
+        missing, unexpected = module.load_state_dict(load_file(str(done)), strict=False)
+        if unexpected or set(missing) & trainable:
+            raise ValueError(f"{done} does not match {name}'s module: {sorted(set(missing) & trainable)[:5]} {unexpected[:5]}")
+        return
+    if not run:
+        raise FileNotFoundError(f"{name} is needed but not done: {done} is missing (run it first)")
+    init = out / f"{name}-init.safetensors"
+    if init.exists():  # warm start from an earlier run's weights (a fresh optimizer and schedule)
+        log(f"{name}: starting from {init}")
+        module.load_state_dict(load_file(str(init)), strict=False)
+    if seconds:
+        steps = min(steps, fit_steps(module, make_batch, loss_fn, seconds))
+    t0 = time.time()
+    args = TrainArgs(out_dir=str(out / name), steps=steps, lr=lr, batch_size=batch, seed=seed,
+                     save_every=max(100, steps // 10), log_every=50, **kw)
+    result = train(module, Prefetched(make_batch, steps, workers), loss_fn, args)
+    # everything but an earlier stage's frozen base (buffers too: e.g. a VQ projector's fixed basis)
+    state = {n: t.detach().cpu().contiguous() for n, t in module.state_dict().items() if not n.startswith("base.")}
+    save_file(comps._untie(state), str(done))
+    last = result.log[-1] if result.log else {}
+    log(f"{name}: {steps} steps in {time.time() - t0:.0f}s, last {json.dumps(last)}")
+
+
+def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, device=None, seed=0,
+                 workers=0, stages=ALL_STAGES, seconds: float = 0) -> Path:
+    sched = schedule or Schedule()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(seed)
+    cfg = preset("star-shapes")
+    B = sched.batch
+
+    # stage 0: the understanding model (trainable only here); it needs nothing else
+    chat = ChatFormat(load_tokenizer(cfg.ar.tokenizer), cfg.ar.system_prompt)
+    proc = image_processor(cfg.ar.image_patch_size, cfg.ar.image_merge_size, cfg.image_size)
+    base = build_base(cfg.ar).to(device)
+    base.requires_grad_(True).train()
+    mb0 = stage0_vlm.make_batch_fn(chat, proc, B, cfg.image_size, seed)
+    run_stage(out, "stage0", base, mb0, stage0_vlm.vlm_loss, sched.steps("stage0"), B, 1e-3, seed, workers,
+              run="stage0" in stages, seconds=seconds)
+    freeze(base)
+    if set(stages) <= {"stage0"}:
+        return out
+
+    from .stage1_vq import make_batch as vq_batch, vq_loss
+    from .stage3_diffusion import diffusion_loss
+    parts = comps.build(cfg, stack_init="random")
+    parts.ar = StackedAR(base, cfg.ar, cfg.vq.codebook_dim, cfg.vq.codebook_size, init="random")
+    for m in parts.modules().values():
+        m.to(device)
+
+    # stage 1: STAR-VQ
+    vq = parts.vq.train()
+    vq.requires_grad_(True)
+    mb1 = lambda step, rank=0, world=1: vq_batch(step, B, cfg.image_size, seed + rank * 7919)
+    run_stage(out, "stage1", vq, mb1, lambda m, x: vq_loss(m, x.to(device)), sched.steps("stage1"), B, 1e-3,
+              seed, workers, run="stage1" in stages, seconds=seconds)
+    if hasattr(vq, "export_codebook"):
+        vq.export_codebook()
+    freeze(vq)
+
+    # stage 2: the stack starts as a copy of the trained base's last N layers (vlm init)
+    parts.ar = StackedAR(base, cfg.ar, cfg.vq.codebook_dim, cfg.vq.codebook_size, init="vlm").to(device)
+    if {"stage2", "stage4"} & set(stages):
+        mb2 = stage2_ar.make_batch_fn(parts.image_proc, cfg.image_size, B, seed)
+        loss2 = lambda m, b: stage2_ar.ar_loss(m, parts, to_device(b, device), device)
+        run_stage(out, "stage2", parts.ar, mb2, loss2, sched.steps("stage2"), B, 5e-4, seed, workers,
+                  run="stage2" in stages, seconds=seconds)
+
+    # stage 3: the diffusion decoder, on frozen VQ embeddings and frozen base text features
+    if parts.diffusion is not None and {"stage3", "final"} & set(stages):
+        parts.diffusion.train().requires_grad_(True)
+        # targets at the decoder's output size (super-resolution: tokens come from the 64 px render)
+        mb3 = stage2_ar.make_batch_fn(parts.image_proc, cfg.sampling.diffusion_size, B, seed + 1, drop_prob=0.0,
+                                      edit_fraction=0.3, vision=False)
+        loss3 = lambda m, b: diffusion_loss(m, diffusion_batch(parts, to_device(b, device), device))
+        run_stage(out, "stage3", parts.diffusion, mb3, loss3, sched.steps("stage3"), B, 5e-4, seed, workers,
+                  run="stage3" in stages, seconds=seconds)
+
+    # stage 4: joint text-to-image + editing (the AR part; the decoder saw edits in stage 3)
+    if {"stage4", "final"} & set(stages):
+        mb4 = stage2_ar.make_batch_fn(parts.image_proc, cfg.image_size, B, seed + 2, edit_fraction=0.5)
+        loss4 = lambda m, b: stage2_ar.ar_loss(m, parts, to_device(b, device), device)
+        run_stage(out, "stage4", parts.ar, mb4, loss4, sched.steps("stage4"), B, 3e-4, seed, workers,
+                  run="stage4" in stages, seconds=seconds)
+    if "final" not in stages:
+        return out
+    cfg.vq.projector_dim = 0  # the codebook was exported: the shipped VQ has a plain codebook
+
+    for m in parts.modules().values():
+        freeze(m)
+    final = out / "star-shapes.safetensors"
+    tensors = {k: v.half() if v.is_floating_point() else v
+               for k, v in comps.state_for_saving(parts, include_base=True).items()}
+    save_star(final, cfg, tensors, overwrite=True)
+    log(f"wrote {final} ({final.stat().st_size / 2**20:.1f} MiB)")
+    return final
+
+
+@torch.no_grad()
+def diffusion_batch(parts, batch, device):
+    """Images (t2i targets and edit results), their VQ embeddings (stop-gradient), text features,
+    and the edit sources (zeros → "no source" for text-to-image rows)."""
+    images, texts, sources = [], [], []
+    if batch["captions"]:
+        images.append(stage2_ar.to_model_range(batch["images"], device))
+        texts += batch["captions"]
+    if batch["instructions"]:
+        images.append(stage2_ar.to_model_range(batch["targets"], device))
+        texts += batch["instructions"]
+    x = torch.cat(images)
+    small = torch.nn.functional.interpolate(x, size=(parts.config.image_size,) * 2, mode="area")
+    ids = parts.vq.encode(small)
+    vq_embeds = parts.vq.embed(ids).detach()
+    star = _TextFeatures(parts, device)
+    text, mask = star.text_features(texts)
+    src = None
+    if batch["instructions"]:
+        src = torch.zeros_like(x)
+        src[len(batch["captions"]):] = stage2_ar.to_model_range(batch["sources"], device)  # t2i rows: zeros
+    return dict(images=x, vq_embeds=vq_embeds, text_embeds=text, text_mask=mask, source_images=src)
+
+
+class _TextFeatures:
+    """The pipeline's text features for the decoder, without building a whole STAR."""
+    def __init__(self, parts, device):
+        self.parts, self.device, self.config = parts, device, parts.config
+
+    def text_features(self, prompts):
+        from ..pipeline import STAR
+        return STAR.text_features(self, prompts)

@@ -1,0 +1,92 @@
+"""Stage 2: stacked-AR text-to-image, and (stage 4) editing, by next-token cross-entropy.
+
+Only the stack, the generation adapter and the head learn; the base and the VQ are frozen.
+Prompts are dropped to their unconditional twin 10% of the time, so guidance works.
+"""
+from __future__ import annotations
+
+import random
+
+import torch
+import torch.nn.functional as F
+
+from ..ar.prompts import chat_row, training_row, uncond_row
+from ..ar.sequence import Codes, Text, Vision, assemble
+from ..ar.understand import vision_inputs, vit_features
+
+
+def pixels(images) -> torch.Tensor:
+    """PIL list → (B, H, W, 3) uint8: compact to pass from data workers."""
+    import numpy as np
+    return torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images]))
+
+
+def to_model_range(pixels_u8: torch.Tensor, device) -> torch.Tensor:
+    """(B, H, W, 3) uint8 → (B, 3, H, W) float in [-1, 1]."""
+    return pixels_u8.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def make_batch_fn(image_proc, image_size: int, batch_size: int, seed: int, drop_prob: float = 0.1,
+                  edit_fraction: float = 0.0, vision: bool = True):
+    """A pure function of (step, rank): CPU tensors only, so it can run in data workers."""
+    from .. import data
+
+    def make_batch(step: int, rank: int = 0, world: int = 1):
+        rng = random.Random(f"stage2:{seed}:{step}:{rank}")
+        n_edit = sum(rng.random() < edit_fraction for _ in range(batch_size))
+        t2i = [data.sample_t2i(rng, size=image_size)[:2] for _ in range(batch_size - n_edit)]
+        edits = [data.sample_edit(rng, size=image_size)[:3] for _ in range(n_edit)]
+        batch = {"captions": [c for c, _ in t2i], "images": pixels([im for _, im in t2i]) if t2i else None,
+                 "instructions": [e[1] for e in edits],
+                 "drop": [rng.random() < drop_prob for _ in range(batch_size)]}
+        if edits:
+            batch.update(sources=pixels([e[0] for e in edits]), targets=pixels([e[2] for e in edits]))
+            if vision:  # the VLM's view of the source (the decoder does not need it)
+                batch["pixel_values"], batch["grid"], _ = vision_inputs(image_proc, [e[0] for e in edits])
+        return batch
+    return make_batch
+
+
+@torch.no_grad()
+def encode_ids(vq, pixels_u8, device):
+    x = to_model_range(pixels_u8, device).to(next(vq.parameters()).dtype)
+    return vq.encode(x).flatten(1)  # (B, h*w)
+
+
+def build_rows(parts, batch, device):
+    """Rows (and vision features) for a mixed t2i/edit batch; targets (B, n) ids."""
+    chat, vq = parts.chat, parts.vq
+    rows, targets, drops = [], [], iter(batch["drop"])
+    if batch["captions"]:
+        ids = encode_ids(vq, batch["images"], device)
+        for cap, t in zip(batch["captions"], ids):
+            rows.append([Text(training_row(chat, cap, next(drops))), Codes(t)])
+            targets.append(t)
+    vision = None
+    if batch["instructions"]:
+        src_ids, tgt_ids = encode_ids(vq, batch["sources"], device), encode_ids(vq, batch["targets"], device)
+        with torch.no_grad():
+            vision = (vit_features(parts.ar.base, batch["pixel_values"], batch["grid"]), batch["grid"])
+        cut = len(chat.user_prefix())
+        vs, ve = chat.ids["<|vision_start|>"], chat.ids["<|vision_end|>"]
+        for i, (text, s, t) in enumerate(zip(batch["instructions"], src_ids, tgt_ids)):
+            cond = chat_row(chat, text)
+            ids = uncond_row(chat, cond) if next(drops) else cond
+            rows.append([Text(ids[:cut] + [vs]), Codes(s), Text([ve, vs]), Vision(i),
+                         Text([ve] + chat.encode("\n") + ids[cut:]), Codes(t)])
+            targets.append(t)
+    return rows, vision, torch.stack(targets)
+
+
+def ar_loss(model, parts, batch, device):
+    """`model` is `parts.ar`, possibly wrapped by accelerate (DDP): the forward goes through it."""
+    rows, vision, targets = build_rows(parts, batch, device)
+    codebook = parts.vq.codebook().detach()
+    b = assemble(parts.ar, rows, codebook, vision=vision, pad_id=parts.chat.tok.pad_token_id)
+    n = targets.shape[1]
+    # column j predicts column j+1: the n columns before the last predict the n image tokens
+    mask = None if bool(b.attention_mask.all()) else b.attention_mask[:, :-1]
+    logits = model(b.embeds[:, :-1], b.position_ids[:, :, :-1], mask)[:, -n:].float()
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    acc = (logits.argmax(-1) == targets).float().mean()
+    return loss, {"ce": loss.item(), "acc": acc.item()}
