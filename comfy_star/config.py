@@ -29,6 +29,7 @@ class VQConfig:
     # training-time codebook projector (FVQ / VQGAN-LC): codebook = proj(frozen_init).
     # Exported to a plain codebook after training, so inference never needs it.
     projector_dim: int = 0  # 0: no projector
+    projector_depth: int = 0  # 0: a linear projector; 2: FVQ's VQBridge in miniature (2 transformer blocks)
 
     @property
     def downsample(self) -> int:
@@ -206,7 +207,7 @@ def _star_shapes():
     return STARConfig(
         name="star-shapes", image_size=64,
         vq=VQConfig(codebook_size=1024, codebook_dim=32, ch=32, ch_mult=(1, 2, 2, 4), z_channels=64,
-                    num_res_blocks=1, attn_heads=1, projector_dim=32),
+                    num_res_blocks=1, attn_heads=1, projector_dim=32, projector_depth=2),
         ar=ARConfig(base=copy.deepcopy(SHAPES_BASE), num_stacked_layers=2, adapter_depth=2, tokenizer="bytes",
                     image_patch_size=8, image_merge_size=2, system_prompt=None, reasoning_suffix=""),
         diffusion=DiffusionConfig(transformer=dict(SHAPES_TRANSFORMER), vq_channels=32, latent="pixels",
