@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .ar.model import StackedAR, build_base
+from .ar.model import StackedAR, build_base, freeze
 from .ar.tokenizer import ChatFormat, load_tokenizer
 from .ar.understand import image_processor
 from .checkpoint import CheckpointError, load_into, read_config, read_tensors
@@ -72,6 +72,8 @@ def load(path, dtype=None, attn: str = "sdpa") -> Components:
     unknown = sorted({k.split(".")[0] for k in tensors} - {"ar", "vq", "diffusion"})
     if unknown:
         raise CheckpointError(f"{path}: unexpected tensors under {unknown}")
+    for module in parts.modules().values():  # a loaded model is for inference; training unfreezes what it trains
+        freeze(module)
     return parts
 
 
