@@ -1,0 +1,128 @@
+"""The pack as a person meets it: the ComfyUI frontend (1.32) in headless Debian chromium.
+
+- the page loads, knows every STAR node, and its console says nothing bad about the pack;
+- the node search (double-click the canvas, type "STAR") lists the STAR nodes;
+- the template browser lists the pack's example workflows under EXTENSIONS › comfy-star; one
+  loads, runs from the Run button, and its image appears on the canvas.
+Screenshots: test-artifacts/browser-*.png (and each page's console log beside them).
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pytest
+
+import comfy_harness as harness
+
+PACK_NAME = harness.PACK_NAME
+TEMPLATE = "text_to_image"  # the example workflow the browser runs (workflows/<TEMPLATE>.json)
+WORKFLOW_TIMEOUT = 900
+
+
+def _star_nodes(object_info: dict) -> dict:
+    return {k: v for k, v in object_info.items() if str(v.get("category", "")).startswith("STAR")}
+
+
+def pack_errors(errors: list[str], object_info: dict) -> list[str]:
+    """The console errors that concern this pack: they name it, its module, or a STAR node.
+    Left out: the frontend's look-ups of node packs on api.comfy.org, which an offline server
+    (--disable-api-nodes sets a CSP that blocks them) always refuses."""
+    terms = {PACK_NAME, "comfy_star", f"/extensions/{PACK_NAME}"}
+    for node_id, info in _star_nodes(object_info).items():
+        terms.add(node_id)
+        if info.get("display_name"):
+            terms.add(info["display_name"])
+    return [e for e in errors if "api.comfy.org" not in e and any(t in e for t in terms)]
+
+
+def test_page_loads_without_pack_errors(ui, object_info):
+    ui.page.wait_for_timeout(2000)  # let extensions finish their setup
+    ui.screenshot("loaded")
+    known = ui.page.evaluate("() => Object.keys(window.LiteGraph.registered_node_types)")
+    missing = sorted(set(_star_nodes(object_info)) - set(known))
+    assert _star_nodes(object_info) and not missing, f"the frontend does not know {missing}"
+    assert pack_errors(ui.errors(), object_info) == []
+
+
+def test_node_search_lists_star_nodes(ui, object_info):
+    page = ui.page
+    page.get_by_role("button", name="Create a new blank workflow").click()
+    page.wait_for_timeout(500)
+    vw, vh = page.viewport_size["width"], page.viewport_size["height"]
+    page.mouse.dblclick(vw * 0.55, vh * 0.55)
+    search = page.get_by_placeholder("Search Nodes...")
+    search.wait_for(state="visible", timeout=10_000)
+    search.fill("STAR")
+    options = page.locator("[role=option]")
+    options.first.wait_for(state="visible", timeout=10_000)
+    page.wait_for_timeout(500)
+    texts = [t for t in options.all_inner_texts() if t.strip()]
+    ui.screenshot("search")
+    star = _star_nodes(object_info)
+    names = {info.get("display_name") or node_id for node_id, info in star.items()}
+    shown = {n for n in names if any(t.split("\n")[0].strip() == n for t in texts)}
+    assert shown, f"no STAR node in the search results: {texts[:20]}"
+    assert shown == names, f"STAR nodes missing from the search: {sorted(names - shown)}"
+    assert all(PACK_NAME in t for t in texts if t.split("\n")[0].strip() in names), texts[:20]
+    # Enter adds the first result (a STAR node) to the graph.
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => window.app.graph.nodes.length > 0", timeout=10_000)
+    added = page.evaluate("() => window.app.graph.nodes.map(n => n.type)")
+    assert set(added) & set(star), added
+    assert pack_errors(ui.errors(), object_info) == []
+
+
+def test_template_loads_runs_and_shows_image(ui, ui_server, object_info):
+    listed = ui_server.get("/api/workflow_templates").get(PACK_NAME, [])
+    if TEMPLATE not in listed:
+        pytest.skip(f"{TEMPLATE} is not among the pack's templates {listed}")
+    page = ui.page
+    views = []
+    page.on("response", lambda r: "/api/view" in r.url and views.append((r.status, r.url)))
+
+    # Template browser: sidebar "Templates" → EXTENSIONS › comfy-star → the workflow's card.
+    page.get_by_role("button", name="Templates").click()
+    dialog = page.locator(".p-dialog").first
+    dialog.wait_for(state="visible", timeout=15_000)
+    dialog.get_by_text(PACK_NAME, exact=True).first.click()
+    card = page.locator(f'[data-testid="template-workflow-{TEMPLATE}"]')
+    card.wait_for(state="visible", timeout=15_000)
+    ui.screenshot("templates")
+    card.click()
+
+    workflow = json.loads((harness.pack_dir() / "workflows" / f"{TEMPLATE}.json").read_text())
+    expected_types = sorted({n["type"] for n in workflow["nodes"]})
+    page.wait_for_function(
+        "types => types.every(t => window.app.graph.nodes.some(n => n.type === t))",
+        arg=expected_types, timeout=30_000)
+    page.wait_for_function("() => document.querySelectorAll('.p-dialog').length === 0", timeout=15_000)
+    ui.screenshot("template-loaded")
+
+    # A new seed, as a user would set it, so the server runs the graph rather than answering
+    # from its cache (the e2e tests may have run the same workflow already).
+    page.evaluate("""seed => { for (const n of window.app.graph.nodes)
+        for (const w of (n.widgets || [])) if (w.name === 'seed' || w.name === 'noise_seed') w.value = seed; }""",
+                  random.randrange(1, 2**31))
+
+    with page.expect_response(lambda r: r.url.endswith("/api/prompt") and r.request.method == "POST",
+                              timeout=30_000) as queued:
+        page.get_by_role("button", name="Run", exact=True).click()
+    assert queued.value.ok, queued.value.text()
+    prompt_id = queued.value.json()["prompt_id"]
+    history = ui_server.wait(prompt_id, timeout=WORKFLOW_TIMEOUT)
+    refs = harness.Client.image_refs(history)
+    assert refs, f"the run made no image: {history.get('outputs')}"
+
+    deadline = time.time() + 30
+    wanted = {r["filename"] for r in refs}
+    while not any(status == 200 and any(f"filename={f}" in url for f in wanted) for status, url in views):
+        assert time.time() < deadline, f"the UI never showed {sorted(wanted)}; /api/view calls: {views}"
+        page.wait_for_timeout(250)
+    page.wait_for_timeout(1000)  # let the canvas draw it
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    page.keyboard.press(".")  # fit the view to the whole graph
+    page.wait_for_timeout(500)
+    ui.screenshot("ran")
+    assert pack_errors(ui.errors(), object_info) == []
