@@ -196,10 +196,11 @@ SHAPES_BASE = {
 }
 
 SHAPES_TRANSFORMER = {
-    "sample_size": 16, "patch_size": 2, "in_channels": 48, "hidden_size": 128, "num_layers": 4,
+    # width 256 > patch² × latent channels (192): each token must carry its patch's whole noise
+    "sample_size": 16, "patch_size": 2, "in_channels": 48, "hidden_size": 256, "num_layers": 3,
     "num_refiner_layers": 1, "num_attention_heads": 4, "num_kv_heads": 2, "multiple_of": 32,
-    "ffn_dim_multiplier": None, "norm_eps": 1e-5, "scaling_factor": 1.0,
-    "axes_dim_rope": [8, 12, 12], "axes_lens": [512, 128, 128], "cap_feat_dim": 192,
+    "ffn_dim_multiplier": 0.5, "norm_eps": 1e-5, "scaling_factor": 1.0,
+    "axes_dim_rope": [16, 24, 24], "axes_lens": [512, 128, 128], "cap_feat_dim": 192,
 }
 
 
@@ -213,7 +214,7 @@ def _star_shapes():
         diffusion=DiffusionConfig(transformer=dict(SHAPES_TRANSFORMER), vq_channels=32, latent="pixels",
                                   latent_channels=48, latent_factor=4, text_encoder="base", max_text_tokens=128),
         sampling=SamplingConfig(cfg=3.0, temperature=1.0, top_k=64, top_p=1.0, diffusion_steps=12,
-                                diffusion_cfg=2.0, diffusion_image_cfg=1.0, diffusion_size=128,
+                                diffusion_cfg=2.0, diffusion_image_cfg=1.0, diffusion_size=64,
                                 reasoning_max_tokens=48),
     )
 

@@ -156,7 +156,10 @@ class STAR:
 
     @torch.inference_mode()
     def text_features(self, prompts: list[str]):
-        """Text conditioning for the diffusion decoder: the frozen base's last hidden states."""
+        """Text conditioning for the diffusion decoder: Lumina-Image-2.0's Gemma2 for the authors'
+        checkpoints (a local folder), else the frozen base's last hidden states (small models)."""
+        if self.config.diffusion.text_encoder == "gemma2":
+            return self._lumina_text().encode(prompts)
         chat, ar = self.parts.chat, self.parts.ar
         rows = [chat.encode(p)[: self.config.diffusion.max_text_tokens] or [chat.tok.pad_token_id] for p in prompts]
         L = max(map(len, rows))
@@ -179,6 +182,7 @@ class STAR:
         self._use("ar", "vq", "diffusion")
         embeds = self.parts.vq.embed(tokens.ids.to(self.device))
         text, mask = self.text_features(tokens.prompts)
+        null = self._lumina_text().null(1) if self.config.diffusion.text_encoder == "gemma2" else None
         src = source if source is not None else tokens.source
         gen = torch.Generator(self.device).manual_seed(int(seed))
         out = self.parts.diffusion.decode(
@@ -186,8 +190,18 @@ class STAR:
             guidance=d.diffusion_cfg if cfg is None else cfg,
             image_guidance=d.diffusion_image_cfg if image_cfg is None else image_cfg,
             source_images=None if src is None else src.to(self.device, self.dtype),
-            generator=gen, callback=callback)
+            generator=gen, callback=callback, null_text=null)
         return out.float().cpu()
+
+    def _lumina_text(self):
+        if getattr(self, "_lumina", None) is None:
+            from .diffusion.text import LuminaTextEncoder
+            path = self.config.diffusion.lumina_path
+            if not path:
+                raise ValueError("this checkpoint's diffusion decoder needs a Lumina-Image-2.0 folder "
+                                 "(config diffusion.lumina_path) for its Gemma2 text encoder")
+            self._lumina = LuminaTextEncoder.from_folder(path, dtype=self.dtype).to(self.device)
+        return self._lumina
 
     def _check(self, tokens: Tokens):
         if tokens.codebook_of != self.key:

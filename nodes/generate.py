@@ -161,7 +161,7 @@ class STARDiffusionDecode(ComfyNode):
                 seed_input(tooltip="Seed of the diffusion noise."),
                 Int.Input("steps", default=12, min=0, max=500,
                           tooltip="Denoising steps. 0: the model's default."),
-                Int.Input("size", default=128, min=0, max=8192, step=8,
+                Int.Input("size", default=0, min=0, max=8192, step=8,
                           tooltip="Side of the square output in pixels: a multiple of the decoder's patch "
                                   "(8 for star-shapes, 16 for STAR-3B/7B). 0: the model's default."),
                 Float.Input("cfg", default=2.0, min=-1.0, max=100.0, step=0.1,

@@ -251,3 +251,30 @@ def test_training_loss_backpropagates_and_stage3_batch_works():
     batch = dict(images=images, vq_embeds=vq, text_embeds=text, text_mask=mask, source_images=source)
     loss, stats = diffusion_loss(dec, batch, size=64)
     assert torch.isfinite(loss) and stats["edit_fraction"] == 0.5
+
+
+def test_lumina_text_encoder_prefix_and_penultimate_layer():
+    from transformers import Gemma2Config, Gemma2Model
+
+    from comfy_star.diffusion.text import LUMINA_SYSTEM_PROMPT, LuminaTextEncoder
+
+    class ByteTokenizer:  # a stand-in for Gemma's: <bos> then bytes, right-padded
+        padding_side = "left"
+
+        def __call__(self, texts, padding, max_length, truncation, return_tensors):
+            rows = [[1] + [2 + b % 60 for b in t.encode()][: max_length - 1] for t in texts]
+            L = max(map(len, rows))
+            ids = torch.tensor([r + [0] * (L - len(r)) for r in rows])
+            return {"input_ids": ids, "attention_mask": (torch.arange(L) < torch.tensor([len(r) for r in rows])[:, None]).long()}
+
+    torch.manual_seed(0)
+    gemma = Gemma2Model(Gemma2Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+                                     num_attention_heads=2, num_key_value_heads=1, head_dim=8))
+    enc = LuminaTextEncoder(gemma, ByteTokenizer(), max_length=512)
+    embeds, mask = enc.encode(["a red circle", "a square"])
+    n = len(f"{LUMINA_SYSTEM_PROMPT} <Prompt Start> a red circle") + 1
+    assert embeds.shape == (2, n, 16) and mask.dtype == torch.bool and mask[0].all() and not mask[1].all()
+    null, null_mask = enc.null(3)
+    assert null.shape == (3, 1, 16) and null_mask.all()  # "" without the system prompt: just <bos>
+    ref = gemma(torch.tensor([[1]]), output_hidden_states=True).hidden_states[-2]
+    torch.testing.assert_close(null[:1], ref)

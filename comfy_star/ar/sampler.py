@@ -76,11 +76,20 @@ def decode_one_token(model, code_vectors, position, mask, caches: Caches) -> tor
     return model.head(h[:, -1]).float()
 
 
+FAST = True  # decode with `fast.generate_fast` (same tokens, static KV cache, no transformers per step)
+
+
 @torch.inference_mode()
 def generate(model, batch: Batch, codebook: torch.Tensor, num_tokens: int, params: SampleParams,
              generator: torch.Generator | None = None,
-             callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
-    """batch: rows built by `prompts.*_rows` (cond rows first). Returns (B, num_tokens) ids."""
+             callback: Callable[[int, int, torch.Tensor], None] | None = None,
+             fast: bool | None = None) -> torch.Tensor:
+    """batch: rows built by `prompts.*_rows` (cond rows first). Returns (B, num_tokens) ids.
+    fast None: the module flag FAST. fast=False: this transformers loop, the reference."""
+    if FAST if fast is None else fast:
+        from .fast import generate_fast, supported
+        if supported(model):
+            return generate_fast(model, batch, codebook, num_tokens, params, generator, callback)
     rows = batch.embeds.shape[0]
     b = rows // 2
     if params.cfg == 1.0:  # no guidance: drop the unconditional rows

@@ -29,8 +29,8 @@ class LuminaTextEncoder(nn.Module):
         from transformers import AutoTokenizer, Gemma2Model
         if not (Path(path) / "text_encoder").is_dir():
             raise FileNotFoundError(f"{path}: not a Lumina-Image-2.0 folder (no text_encoder/ inside)")
-        tokenizer = AutoTokenizer.from_pretrained(path, subfolder="tokenizer")
-        model = Gemma2Model.from_pretrained(path, subfolder="text_encoder", dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True)
+        model = Gemma2Model.from_pretrained(path, subfolder="text_encoder", dtype=dtype, local_files_only=True)
         return cls(model, tokenizer, max_length)
 
     @torch.no_grad()

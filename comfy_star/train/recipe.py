@@ -164,14 +164,18 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
                   run="stage3" in stages, seconds=seconds)
 
     # stage 4: joint text-to-image + editing (the AR part; the decoder saw edits in stage 3)
-    if {"stage4", "final"} & set(stages):
+    skip4 = "stage4" not in stages and not (out / "stage4.safetensors").exists() and "skip-stage4" in stages
+    if skip4:
+        log("stage4 skipped on request: the model ships stage 2's stack (no edit tuning)")
+        run_stage(out, "stage2", parts.ar, None, None, 0, B, 0, seed, workers, run=False)
+    elif {"stage4", "final"} & set(stages):
         mb4 = stage2_ar.make_batch_fn(parts.image_proc, cfg.image_size, B, seed + 2, edit_fraction=0.5)
         loss4 = lambda m, b: stage2_ar.ar_loss(m, parts, to_device(b, device), device)
         run_stage(out, "stage4", parts.ar, mb4, loss4, sched.steps("stage4"), B, 3e-4, seed, workers,
                   run="stage4" in stages, seconds=seconds)
     if "final" not in stages:
         return out
-    cfg.vq.projector_dim = 0  # the codebook was exported: the shipped VQ has a plain codebook
+    cfg.vq.projector_dim = cfg.vq.projector_depth = 0  # the codebook was exported: a plain codebook ships
 
     for m in parts.modules().values():
         freeze(m)
