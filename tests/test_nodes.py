@@ -536,7 +536,7 @@ def test_vqa_returns_text_and_shows_it(model):
 
 
 @needs_real_model
-@pytest.mark.xfail(reason="the shipped star-shapes is under-trained (stage 2 ran 400 CPU steps, see README "
+@pytest.mark.xfail(reason="the shipped star-shapes is under-trained (stage 2 ran 900 CPU steps, see README "
                           "results and issue 3); this is the target, kept so it starts passing once retrained",
                    strict=False)
 def test_vqa_answers_about_shapes_scenes(model):
@@ -552,7 +552,7 @@ def test_vqa_answers_about_shapes_scenes(model):
 
 
 @needs_real_model
-@pytest.mark.xfail(reason="the shipped star-shapes is under-trained (stage 2 ran 400 CPU steps, see README "
+@pytest.mark.xfail(reason="the shipped star-shapes is under-trained (stage 2 ran 900 CPU steps, see README "
                           "results and issue 3); this is the target, kept so it starts passing once retrained",
                    strict=False)
 def test_text_to_image_draws_the_prompt(model):
