@@ -29,6 +29,9 @@ def main(argv=None):
                    help="time budget per stage: fewer steps if the schedule would not fit (0: no limit)")
     t.add_argument("--stages", default="stage0,stage1,stage2,stage3,stage4,final",
                    help="which stages to run; the others must be done already (their files in --out)")
+    t.add_argument("--start-from", default=None,
+                   help="all: a finished star-shapes checkpoint ('embedded' for the shipped one) whose parts stand "
+                        "in for the stages not listed in --stages, e.g. --stages stage4,final tunes its stack further")
     t.add_argument("--model", default=None, help="finetune: the checkpoint to start from (default: embedded)")
     t.add_argument("--data", default=None, help="finetune: a caption folder (image + same-named .txt)")
     t.add_argument("--steps", type=int, default=200)
@@ -56,9 +59,11 @@ def main(argv=None):
 
     a = p.parse_args(argv)
     if a.cmd == "train" and a.stage == "all":
+        from .pipeline import DEFAULT_CHECKPOINT
         from .train.recipe import Schedule, train_shapes
         train_shapes(a.out, Schedule(batch=a.batch, scale=a.scale), device=a.device, seed=a.seed, workers=a.workers,
-                     stages=tuple(a.stages.split(",")), seconds=a.seconds)
+                     stages=tuple(a.stages.split(",")), seconds=a.seconds,
+                     start_from=DEFAULT_CHECKPOINT if a.start_from == "embedded" else a.start_from)
     elif a.cmd == "train":
         from .train.finetune import finetune_cli
         finetune_cli(a)

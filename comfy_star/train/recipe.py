@@ -106,11 +106,44 @@ def run_stage(out: Path, name: str, module, make_batch, loss_fn, steps, batch, l
     log(f"{name}: {steps} steps in {time.time() - t0:.0f}s, last {json.dumps(last)}")
 
 
+# which part of a star-shapes checkpoint each stage trained, and the prefix its module's keys lose
+STAGE_PARTS = {"stage0": ("ar.base.",), "stage1": ("vq.",), "stage2": ("ar.stack.", "ar.adapter.", "ar.head."),
+               "stage3": ("diffusion.",)}
+
+
+def unpack_checkpoint(path, out: Path, stages=("stage0", "stage1", "stage2", "stage3")) -> list[str]:
+    """Write `<out>/<stage>.safetensors` for each of `stages` from a finished star-shapes checkpoint
+    (e.g. the embedded one), so that the curriculum continues from it: `train all --start-from CKPT
+    --stages stage4,final` tunes the shipped stack further. Existing stage files are never replaced."""
+    from ..checkpoint import read_config, read_tensors
+    if read_config(path).name != "star-shapes":
+        raise ValueError(f"{path}: --start-from takes a star-shapes checkpoint")
+    tensors = read_tensors(path)
+    written = []
+    for stage in stages:
+        done = out / f"{stage}.safetensors"
+        if done.exists():
+            log(f"{stage}: {done} exists, kept")
+            continue
+        prefixes = STAGE_PARTS[stage]
+        drop = len("ar.base.") if stage == "stage0" else len("ar.") if stage == "stage2" else len(prefixes[0])
+        state = {k[drop:]: v.float() if v.is_floating_point() else v
+                 for k, v in tensors.items() if k.startswith(prefixes)}
+        if not state:
+            raise ValueError(f"{path}: holds nothing for {stage} (no keys under {prefixes})")
+        save_file(comps._untie(state), str(done))
+        written.append(stage)
+        log(f"{stage}: unpacked {len(state)} tensors from {path}")
+    return written
+
+
 def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, device=None, seed=0,
-                 workers=0, stages=ALL_STAGES, seconds: float = 0) -> Path:
+                 workers=0, stages=ALL_STAGES, seconds: float = 0, start_from=None) -> Path:
     sched = schedule or Schedule()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if start_from:
+        unpack_checkpoint(start_from, out, [s for s in STAGE_PARTS if s not in stages])
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(seed)
     cfg = preset("star-shapes")

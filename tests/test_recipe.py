@@ -1,0 +1,51 @@
+"""The default model's curriculum (`train all`): it runs end to end, and it can continue from a
+finished checkpoint (`--start-from`) without changing the parts it does not train."""
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from comfy_star.checkpoint import read_tensors
+from comfy_star.pipeline import DEFAULT_CHECKPOINT, STAR
+from comfy_star.train.recipe import Schedule, train_shapes, unpack_checkpoint
+
+
+def test_start_from_then_final_rebuilds_the_checkpoint_bit_for_bit(tmp_path):
+    final = train_shapes(tmp_path, device="cpu", stages=("skip-stage4", "final"),
+                        start_from=DEFAULT_CHECKPOINT)
+    shipped, rebuilt = read_tensors(DEFAULT_CHECKPOINT), read_tensors(final)
+    assert set(shipped) == set(rebuilt)
+    different = [k for k in shipped if not torch.equal(shipped[k], rebuilt[k])]
+    assert not different, different[:5]
+
+
+def test_unpack_never_replaces_an_existing_stage_file(tmp_path):
+    mine = tmp_path / "stage2.safetensors"
+    mine.write_bytes(b"a user's own stage 2")
+    written = unpack_checkpoint(DEFAULT_CHECKPOINT, tmp_path, ("stage1", "stage2"))
+    assert written == ["stage1"]
+    assert mine.read_bytes() == b"a user's own stage 2"
+    vq_keys = set(load_file(str(tmp_path / "stage1.safetensors")))
+    assert vq_keys == {k[len("vq."):] for k in read_tensors(DEFAULT_CHECKPOINT) if k.startswith("vq.")}
+
+
+def test_start_from_a_missing_file_names_it(tmp_path):
+    with pytest.raises(Exception, match="missing.safetensors"):
+        unpack_checkpoint(tmp_path / "missing.safetensors", tmp_path)
+
+
+def test_every_stage_runs_and_the_result_loads_and_generates(tmp_path):
+    """A smoke run of the whole curriculum (2 steps a stage): the pack's own recipe produces a
+    checkpoint that the pipeline loads and samples from; the base stays frozen after stage 0."""
+    final = train_shapes(tmp_path, Schedule(batch=2, scale=1e-6), device="cpu")
+    assert {p.name for p in tmp_path.glob("stage*.safetensors")} == {f"stage{i}.safetensors" for i in range(5)}
+    base0 = load_file(str(tmp_path / "stage0.safetensors"))
+    shipped = read_tensors(final)
+    for k, v in base0.items():  # stages 1-4 never touched the frozen base (fp16 in the shipped file)
+        if f"ar.base.{k}" in shipped:
+            assert torch.equal(shipped[f"ar.base.{k}"], v.half() if v.is_floating_point() else v), k
+    star = STAR.from_pretrained(final, device="cpu")
+    tokens = star.sample_tokens(["a red circle"], seed=0)
+    assert tokens.ids.shape[-2:] == (8, 8)
+    assert star.decode_vq(tokens).shape[-2:] == (64, 64)
