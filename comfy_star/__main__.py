@@ -48,6 +48,8 @@ def main(argv=None):
     c.add_argument("dst")
     c.add_argument("--config-json", default=None)
     c.add_argument("--overwrite", action="store_true")
+    c.add_argument("--base", default=None, help="the Qwen2.5-VL-Instruct folder (default: the one the JSON names)")
+    c.add_argument("--lumina", default=None, help="the Lumina-Image-2.0 folder (default: the one the JSON names)")
 
     g = sub.add_parser("generate", help="text → image with a model")
     g.add_argument("prompt")
@@ -76,7 +78,7 @@ def main(argv=None):
                 json.dump(results, f, indent=2)
     elif a.cmd == "convert":
         from .convert import convert
-        print(convert(a.src, a.dst, a.config_json, a.overwrite))
+        print(convert(a.src, a.dst, a.config_json, a.overwrite, base_path=a.base, lumina_path=a.lumina))
     elif a.cmd == "generate":
         from .pipeline import STAR
         star = STAR.from_pretrained(a.model)

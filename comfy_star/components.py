@@ -11,7 +11,7 @@ import torch
 from .ar.model import StackedAR, build_base, freeze
 from .ar.tokenizer import ChatFormat, load_tokenizer
 from .ar.understand import image_processor
-from .checkpoint import CheckpointError, load_into, read_config, read_tensors
+from .checkpoint import CheckpointError, load_into, read_checkpoint
 from .config import STARConfig
 
 PARTS = ("ar", "vq", "diffusion")
@@ -52,10 +52,13 @@ def build(config: STARConfig, dtype=None, attn: str = "sdpa", with_diffusion: bo
     return Components(config, chat, proc, ar, vq, diffusion)
 
 
-def load(path, dtype=None, attn: str = "sdpa") -> Components:
-    """A comfy-star safetensors file or an authors' checkpoint, into fresh modules."""
-    config = read_config(path)
-    tensors = read_tensors(path)
+def load(path, dtype=None, attn: str = "sdpa", base_path=None, lumina_path=None,
+         config_json: str | None = None) -> Components:
+    """A comfy-star safetensors file or an authors' checkpoint, into fresh modules.
+
+    base_path / lumina_path: a Qwen2.5-VL folder / a Lumina-Image-2.0 folder to use instead of the
+    ones the checkpoint names (for checkpoints that do not hold their base; see checkpoint.apply_folders)."""
+    config, tensors = read_checkpoint(path, config_json, base_path=base_path, lumina_path=lumina_path)
     has_diffusion = any(k.startswith("diffusion.") for k in tensors)
     parts = build(config, dtype=dtype, attn=attn, with_diffusion=has_diffusion, stack_init="random")
     if any(k.startswith("ar.base.") for k in tensors):

@@ -2,7 +2,9 @@
 
 The tensors are renamed (checkpoint.RELEASE_PREFIXES), checked against a model of the config
 built on the `meta` device (so a 7B conversion needs no memory for weights), and written with
-the config in the file's metadata. The base VLM stays a Qwen2.5-VL folder named in the config.
+the config in the file's metadata. The base VLM stays a Qwen2.5-VL folder named in the config
+(and the decoder's text encoder and VAE a Lumina-Image-2.0 folder); both are read at conversion
+for the shapes they fix, and can be replaced at load time (`STAR.from_pretrained(base_path=...)`).
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, read_tensors, release_config, save_star
+from .checkpoint import CheckpointError, read_checkpoint, save_star
 
 
 def expected_shapes(config) -> dict[str, tuple]:
@@ -31,10 +33,13 @@ def expected_shapes(config) -> dict[str, tuple]:
     return {p + k: tuple(v.shape) for p, m in mods.items() for k, v in m.state_dict().items()}
 
 
-def convert(src, dst, config_json=None, overwrite=False) -> Path:
+def convert(src, dst, config_json=None, overwrite=False, base_path=None, lumina_path=None) -> Path:
+    """base_path / lumina_path: the Qwen2.5-VL and Lumina-Image-2.0 folders to record in the file, instead
+    of the ones the release JSON names; the base folder must exist (its config.json sizes the stack)."""
     src = Path(src)
-    config = release_config(src, config_json)
-    tensors = read_tensors(src)
+    if src.suffix == ".safetensors":
+        raise CheckpointError(f"{src}: already a comfy-star file; convert reads the authors' .pt checkpoints")
+    config, tensors = read_checkpoint(src, config_json, base_path=base_path, lumina_path=lumina_path, need_base=False)
     if not any(k.startswith("diffusion.") for k in tensors):
         config.diffusion = None
     shapes = expected_shapes(config)
@@ -42,6 +47,10 @@ def convert(src, dst, config_json=None, overwrite=False) -> Path:
            if k in shapes and tuple(v.shape) != shapes[k]]
     unknown = [k for k in tensors if k not in shapes]
     if bad or unknown:
+        hint = ""
+        if config.ar.base_path and not Path(config.ar.base_path).is_dir():
+            hint = (f"; its base folder {config.ar.base_path!r} is not here, so the {config.name} sizes were "
+                    f"assumed: name the Qwen2.5-VL folder with --base")
         raise CheckpointError(f"{src}: does not match the {config.name} layout: "
-                              f"wrong shapes {bad[:5]}, unknown keys {unknown[:5]}")
+                              f"wrong shapes {bad[:5]}, unknown keys {unknown[:5]}{hint}")
     return save_star(dst, config, tensors, overwrite=overwrite)

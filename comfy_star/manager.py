@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from collections import Counter
@@ -19,6 +20,7 @@ import torch
 
 from .pipeline import DEFAULT_CHECKPOINT, STAR
 
+log = logging.getLogger("comfy-star")
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -30,14 +32,20 @@ class ModelManager:
         self._placement_factory = None
 
     @staticmethod
-    def key(path, dtype, device) -> tuple:
+    def key(path, dtype, device, base_path=None, lumina_path=None) -> tuple:
         path = Path(path or DEFAULT_CHECKPOINT).resolve()
         stat = path.stat() if path.exists() else None
         # the file's identity is part of the key: a file replaced on disk is a new model
         ident = (stat.st_size, stat.st_mtime_ns) if stat else None
-        return (str(path), ident, str(dtype), str(device))
+        folders = tuple(str(Path(f).resolve()) if f else None for f in (base_path, lumina_path))
+        return (str(path), ident, str(dtype), str(device)) + folders
 
-    def get(self, path=None, dtype: str | torch.dtype | None = None, device: str | None = None) -> STAR:
+    def get(self, path=None, dtype: str | torch.dtype | None = None, device: str | None = None,
+            base_path=None, lumina_path=None) -> STAR:
+        """The model of this file, loaded once per (file, dtype, device, folders).
+
+        base_path / lumina_path: a Qwen2.5-VL-Instruct folder / a Lumina-Image-2.0 folder to use instead
+        of the ones the checkpoint names (None: the checkpoint's own)."""
         if isinstance(dtype, str):
             if dtype not in DTYPES:
                 raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
@@ -45,13 +53,15 @@ class ModelManager:
         device = device or _default_device()
         if dtype is None:
             dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-        key = self.key(path, dtype, device)
+        key = self.key(path, dtype, device, base_path, lumina_path)
         with self._lock:  # two nodes asking at once still load once
             star = self._models.get(key)
             if star is None:
-                star = STAR.from_pretrained(path, device="cpu" if self._placement_factory else device, dtype=dtype)
+                star = STAR.from_pretrained(path, device="cpu" if self._placement_factory else device, dtype=dtype,
+                                            base_path=base_path, lumina_path=lumina_path)
                 star.manager_key = key
                 self.load_count[key] += 1
+                log.info("[comfy-star] loaded %s (%s, %s)", key[0], dtype, device)  # counted by the e2e load test
                 self._attach(star, device)
                 self._models[key] = star
             return star

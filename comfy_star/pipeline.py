@@ -69,11 +69,16 @@ class STAR:
 
     # -- loading --------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path=None, device=None, dtype=None) -> "STAR":
+    def from_pretrained(cls, path=None, device=None, dtype=None, base_path=None, lumina_path=None,
+                        config_json=None) -> "STAR":
+        """A comfy-star file (default: the embedded star-shapes) or an authors' STAR-*.pt.
+
+        base_path: the Qwen2.5-VL-Instruct folder, lumina_path: the Lumina-Image-2.0 folder, instead of
+        the ones the checkpoint (or the release JSON beside it) names. config_json: the release JSON."""
         path = Path(path) if path else DEFAULT_CHECKPOINT
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-        parts = comps.load(path, dtype=dtype)
+        parts = comps.load(path, dtype=dtype, base_path=base_path, lumina_path=lumina_path, config_json=config_json)
         star = cls(parts, device, dtype, key=str(path))
         star.to(device)
         return star
@@ -200,7 +205,10 @@ class STAR:
             if not path:
                 raise ValueError("this checkpoint's diffusion decoder needs a Lumina-Image-2.0 folder "
                                  "(config diffusion.lumina_path) for its Gemma2 text encoder")
-            self._lumina = LuminaTextEncoder.from_folder(path, dtype=self.dtype).to(self.device)
+            # the DiT's RoPE has axes_lens[0] caption positions, and the image starts after the caption
+            limit = self.parts.diffusion.transformer.config.axes_lens[0] - 1 if self.parts.diffusion else 10 ** 9
+            length = min(self.config.diffusion.max_text_tokens, limit)
+            self._lumina = LuminaTextEncoder.from_folder(path, dtype=self.dtype, max_length=length).to(self.device)
         return self._lumina
 
     def _check(self, tokens: Tokens):

@@ -1,8 +1,6 @@
 """STAR Model Loader, STAR VQ Encode, STAR VQ Decode."""
 from __future__ import annotations
 
-import inspect
-
 import torch
 
 from comfy_star.manager import MANAGER
@@ -57,18 +55,10 @@ class STARModelLoader(ComfyNode):
             raise ValueError(f"device: must be one of {DEVICES}, not {device!r}")
         if device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device: 'cuda' was chosen but PyTorch sees no CUDA GPU; choose 'auto' or 'cpu'")
-        overrides = {}
         base = paths.model_folder(base_folder, "base_folder")
         lumina = paths.model_folder(lumina_folder, "lumina_folder")
-        if base:
-            overrides["base_path"] = base
-        if lumina:
-            overrides["lumina_path"] = lumina
-        unsupported = [k for k in overrides if k not in inspect.signature(MANAGER.get).parameters]
-        if unsupported:
-            raise ValueError(f"{', '.join(unsupported)}: this comfy_star library cannot override the checkpoint's "
-                             f"folders yet; leave the field empty and name the folder in the checkpoint's config")
-        star = MANAGER.get(path, dtype=dtype, device=None if device == "auto" else device, **overrides)
+        star = MANAGER.get(path, dtype=dtype, device=None if device == "auto" else device,
+                           base_path=base, lumina_path=lumina)
         return NodeOutput(star)
 
 

@@ -289,6 +289,40 @@ def test_loader_refuses_bad_fields(ckpt_name, field, value, words):
         run("STARModelLoader", **kw)
 
 
+@pytest.mark.parametrize("field, words", [
+    ("base_folder", "holds its own base model.*leave base_folder empty"),
+    ("lumina_folder", "neither Lumina-Image-2.0's VAE nor its text encoder.*leave lumina_folder empty"),
+])
+def test_loader_folders_reach_the_library(comfy_dirs, ckpt_name, field, words):
+    """star-shapes holds its base and decodes without Lumina: the library refuses a folder for it, by name."""
+    (comfy_dirs / "models/star/a-folder").mkdir(exist_ok=True)
+    kw = dict(ckpt_name=ckpt_name, base_folder="", lumina_folder="", dtype="float32", device="cpu")
+    kw[field] = "a-folder"
+    with pytest.raises(ValueError, match=words):
+        run("STARModelLoader", **kw)
+
+
+def test_loader_loads_an_authors_checkpoint_with_its_folders(comfy_dirs):
+    """A tiny authors'-style STAR .pt whose JSON names folders that are not here; the loader's fields name them."""
+    import test_release_checkpoint as rel
+    star_dir = comfy_dirs / "models/star"
+    qwen, lumina = star_dir / "tiny-qwen", star_dir / "tiny-lumina"
+    base_state = rel.write_qwen_folder(qwen)
+    rel.write_lumina_folder(lumina)
+    torch.save({"state_dict": rel.to_release(rel.our_modules(base_state, qwen), base_state)},
+               star_dir / "STAR-tiny.pt")
+    json_text = json.dumps(rel.release_json("/nowhere/qwen", "/nowhere/lumina"))
+    (star_dir / "STAR_Qwen2.5-VL-tiny.json").write_text(json_text)
+    assert "STAR-tiny.pt" in N.paths.checkpoints() and not any("tiny-qwen" in n for n in N.paths.checkpoints())
+    kw = dict(ckpt_name="STAR-tiny.pt", base_folder="", lumina_folder="", dtype="float32", device="cpu")
+    with pytest.raises(ValueError, match="/nowhere/qwen.*does not exist.*base_folder"):
+        run("STARModelLoader", **kw)
+    model = run("STARModelLoader", **{**kw, "base_folder": "tiny-qwen", "lumina_folder": "tiny-lumina"})[0]
+    assert model.config.ar.base_path == str(qwen) and model.config.diffusion.lumina_path == str(lumina)
+    tokens = model.sample_tokens(["a red circle"], seed=0, top_k=rel.CODES)
+    assert tuple(run("STARVQDecode", model=model, tokens=tokens)[0].shape) == (1, 16, 16, 3)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_loader_cuda_without_gpu_says_so(ckpt_name):
     with pytest.raises(ValueError, match="device: 'cuda'"):

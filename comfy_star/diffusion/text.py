@@ -48,5 +48,8 @@ class LuminaTextEncoder(nn.Module):
                              return_tensors="pt")
         device = next(self.model.parameters()).device
         ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)
+        if ids.shape[1] == 0:  # Gemma's tokenizer starts every text with <bos>; this one gave nothing for ""
+            raise ValueError("the Lumina folder's tokenizer/ gives no tokens for an empty prompt; expected "
+                             "Lumina-Image-2.0's Gemma tokenizer, which starts every text with <bos>")
         hidden = self.model(ids, attention_mask=mask, output_hidden_states=True).hidden_states[-2]
         return hidden, mask.bool()
