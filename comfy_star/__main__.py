@@ -24,6 +24,8 @@ def main(argv=None):
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps (0.01: smoke run)")
     t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--lr-scale", type=float, default=1.0, help="all: multiply every stage's learning rate")
+    t.add_argument("--warmup", type=int, default=0, help="all: linear warmup steps at the start of each stage")
     t.add_argument("--workers", type=int, default=0, help="data worker processes")
     t.add_argument("--seconds", type=float, default=0,
                    help="time budget per stage: fewer steps if the schedule would not fit (0: no limit)")
@@ -63,7 +65,7 @@ def main(argv=None):
     if a.cmd == "train" and a.stage == "all":
         from .pipeline import DEFAULT_CHECKPOINT
         from .train.recipe import Schedule, train_shapes
-        train_shapes(a.out, Schedule(batch=a.batch, scale=a.scale), device=a.device, seed=a.seed, workers=a.workers,
+        train_shapes(a.out, Schedule(batch=a.batch, scale=a.scale, lr_scale=a.lr_scale, warmup=a.warmup), device=a.device, seed=a.seed, workers=a.workers,
                      stages=tuple(a.stages.split(",")), seconds=a.seconds,
                      start_from=DEFAULT_CHECKPOINT if a.start_from == "embedded" else a.start_from)
     elif a.cmd == "train":

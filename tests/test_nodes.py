@@ -135,6 +135,13 @@ def model(ckpt_name):
                device="cpu")[0]
 
 
+@pytest.fixture(autouse=True)
+def every_progress_update(monkeypatch):
+    """These tests follow each progress step and preview; the throttles have their own tests."""
+    monkeypatch.setattr(N.progress, "UPDATES_PER_SECOND", None)
+    monkeypatch.setattr(N.progress, "PREVIEW_BUDGET", None)
+
+
 @pytest.fixture
 def progress():
     """Every ComfyUI progress-bar update: (value, total, preview)."""
@@ -402,6 +409,35 @@ def test_sample_reports_progress_with_row_previews(model, progress):
     assert 2 <= len(previews) <= grid
     kind, pil, max_size = previews[-1]
     assert kind == "JPEG" and pil.size == (model.config.image_size,) * 2 and max_size == N.progress.PREVIEW_SIZE
+
+
+def test_progress_updates_are_throttled_but_cancel_is_checked_every_step(progress, monkeypatch):
+    monkeypatch.setattr(N.progress, "UPDATES_PER_SECOND", 10)
+    bar = N.progress.Progress(100)
+    for step in range(1, 101):
+        bar(step)
+    values = [v for v, _, _ in progress]
+    assert values[0] == 1 and values[-1] == 100 and len(values) < 10, values  # the first, the last, ~10/s
+    bar(50, preview="an image")  # a preview is never dropped
+    assert progress[-1] == (50, 100, ("JPEG", "an image", N.progress.PREVIEW_SIZE))
+    mm.interrupt_current_processing(True)
+    with pytest.raises(mm.InterruptProcessingException):
+        bar(51)  # throttled, yet the cancel is seen
+    assert not mm.processing_interrupted()
+
+
+def test_preview_budget_spaces_previews_by_their_cost(monkeypatch):
+    monkeypatch.setattr(N.progress, "PREVIEW_BUDGET", 0.1)
+    model = type("Model", (), {})()
+    budget = N.progress.PreviewBudget(model)
+    assert budget.allows()  # no cost known yet
+    budget.spent(started=budget.since - 0.05)  # a 50 ms preview
+    assert not budget.allows()
+    budget.since -= 0.4
+    assert not budget.allows()  # 0.4 s × 10 % < 50 ms
+    budget.since -= 0.2
+    assert budget.allows()
+    assert not N.progress.PreviewBudget(model).allows()  # the cost is remembered for the next prompt
 
 
 def test_sample_stops_on_cancel_and_the_model_still_works(model):

@@ -64,27 +64,50 @@ class _Part:
         self.rotary = text.rotary_emb
 
 
-EXACT = True  # False: on the CPU, projections as W @ xᵀ (see _linear): faster, not bit-identical
+EXACT = True  # False: on the CPU, projections as W @ xᵀ (see _gemv): faster, not bit-identical
 
 
-def _linear(x, w, b=None):
-    """F.linear, or (EXACT False, CPU) the same product as W @ xᵀ: for 1-2 rows MKL's sgemm is ~2x
-    faster in that layout (measured here: 0.9 vs 1.7 ms for one step's projections at 2 rows; the whole
-    step ~30% faster). The rounding differs (~1e-6 on the logits), so tokens match the transformers
-    path except at near-ties; EXACT (default) keeps the logits bit-identical to it."""
-    if EXACT or x.device.type != "cpu":
-        return F.linear(x, w, b)
+def _mm(x, wt, b=None):
+    """x @ Wᵀ (+ b) with Wᵀ (`wt`) a view made once per decode: the very kernel F.linear dispatches to
+    for a 2-D input (addmm(b, x, Wᵀ), or matmul → mm(x, Wᵀ)), minus linear's wrapper, its t() and matmul's
+    dispatch: three fewer operator calls per projection, the same bits."""
+    return torch.mm(x, wt) if b is None else torch.addmm(b, x, wt)
+
+
+def _gemv(x, wt, b=None):
+    """The same product as W @ xᵀ: for 1-2 rows MKL's sgemm is ~2x faster in that layout on some CPUs
+    (measured on one: 0.9 vs 1.7 ms for one step's projections at 2 rows). The rounding differs (~1e-6 on
+    the logits), so tokens match the transformers path except at near-ties; EXACT (default) keeps the
+    logits bit-identical to it."""
     x = x.contiguous().t()
+    w = wt.t()
     y = torch.mm(w, x) if b is None else torch.addmm(b.unsqueeze(1), w, x)
     return y.t()
 
 
-def _rms(x: torch.Tensor, norm) -> torch.Tensor:
-    """Qwen2_5_VLRMSNorm.forward, op for op."""
+def _lin(mod):
+    """(Wᵀ, b) of an nn.Linear, for _mm / _gemv."""
+    return mod.weight.t(), mod.bias
+
+
+def _layer_weights(layer) -> tuple:
+    """One decoder layer's tensors as a flat tuple (no nn.Module attribute lookups per step):
+    norm₁ (weight, eps), q, k, v, o (Wᵀ, b), norm₂ (weight, eps), gate, up, down (Wᵀ, b)."""
+    a, m = layer.self_attn, layer.mlp
+    n1, n2 = layer.input_layernorm, layer.post_attention_layernorm
+    return (n1.weight, n1.variance_epsilon, *_lin(a.q_proj), *_lin(a.k_proj), *_lin(a.v_proj), *_lin(a.o_proj),
+            n2.weight, n2.variance_epsilon, *_lin(m.gate_proj), *_lin(m.up_proj), *_lin(m.down_proj))
+
+
+def _rms_w(x: torch.Tensor, weight, eps: float) -> torch.Tensor:
+    """Qwen2_5_VLRMSNorm.forward, op for op (its .to() calls only where they convert: in float32 they are no-ops)."""
+    if x.dtype == torch.float32:
+        # in place where the operand is a fresh temporary (same values: a * b == b * a in IEEE arithmetic)
+        return (x * x.pow(2).mean(-1, keepdim=True).add_(eps).rsqrt_()).mul_(weight)
     dtype = x.dtype
     h = x.to(torch.float32)
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
-    return norm.weight * h.to(dtype)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(dtype)
 
 
 class StaticKV(nn.Module):
@@ -151,22 +174,54 @@ class Decoder(nn.Module):
         self.base_rope = self.rope_tables(self.base, next_position, n)
         self.stack_rope = self.rope_tables(self.stack, next_position, n)
         self.columns = torch.arange(length, length + n, device=next_position.device)
+        # Per-step inputs as views made once (one unbind each, not four indexings per step), and every
+        # weight as a plain reference (no nn.Module attribute lookups per step). Made here, per decode,
+        # so they always point at the parameters' current storage (the manager may move a model).
+        self.step_inputs = list(zip(self.columns.split(1), *(t.unbind(0) for t in (*self.base_rope, *self.stack_rope))))
+        self.mm = _mm if EXACT or self.mask.device.type != "cpu" else _gemv
+        self.weights = tuple(([_layer_weights(l) for l in part.layers], (part.norm.weight, part.norm.variance_epsilon),
+                              [kv.kv(i) for i in range(kv.n_layers)])
+                             for part, kv in ((self.base, self.base_kv), (self.stack, self.stack_kv)))
+        model = self.model[0]
+        self.adapter = [(F.gelu, m.approximate) if isinstance(m, nn.GELU) else (_mm, *_lin(m)) for m in model.adapter.layers]
+        if not all(isinstance(m, (nn.GELU, nn.Linear)) for m in model.adapter.layers):
+            self.adapter = None  # an adapter of other modules: its own forward
+        self.head = _lin(model.head)
+
+    def embed(self, code_vectors):
+        """model.embed_codes, op for op (the adapter's Linear / GELU forwards called directly)."""
+        model = self.model[0]
+        x = code_vectors
+        dtype = model.head.weight.dtype
+        if x.dtype != dtype:
+            x = x.to(dtype)
+        if self.adapter is None:
+            return model.adapter(x)
+        for f, *args in self.adapter:
+            x = f(x, *args) if f is _mm else f(x, approximate=args[0])
+        return x
+
+    def logits(self, h):
+        """model.head(h).float()."""
+        y = _mm(h, *self.head)
+        return y if y.dtype == torch.float32 else y.float()
 
     # -- the step ----------------------------------------------------------------------
-    def _layer(self, layer, part: _Part, x, cos, sin, k_cache, v_cache, column, mask, length):
+    @staticmethod
+    def _layer(w, part: _Part, x, cos, sin, k_cache, v_cache, column, mask, length, mm):
+        n1, e1, wq, bq, wk, bk, wv, bv, wo, bo, n2, e2, wg, bg, wu, bu, wd, bd = w
         rows = x.shape[0]
-        a = layer.self_attn
-        h = _rms(x, layer.input_layernorm)
-        q = _linear(h, a.q_proj.weight, a.q_proj.bias).view(rows, part.heads, part.head_dim)
-        k = _linear(h, a.k_proj.weight, a.k_proj.bias).view(rows, part.kv_heads, part.head_dim)
-        v = _linear(h, a.v_proj.weight, a.v_proj.bias).view(rows, part.kv_heads, part.head_dim)
+        h = _rms_w(x, n1, e1)
+        q = mm(h, wq, bq).view(rows, part.heads, part.head_dim)
+        k = mm(h, wk, bk).view(rows, part.kv_heads, part.head_dim)
+        v = mm(h, wv, bv).view(rows, part.kv_heads, 1, part.head_dim)
         # rope on q and k at once: x*cos + rotate_half(x)*sin, with rotate_half(x)*sin == roll(x)*signed_sin
         # exactly ((-a)*b == a*(-b) in IEEE arithmetic)
         qk = torch.cat((q, k), dim=1)
-        qk = qk * cos + qk.roll(part.head_dim // 2, -1) * sin
+        qk = (qk * cos).add_(qk.roll(part.head_dim // 2, -1).mul_(sin))
         q, k = qk[:, :part.heads], qk[:, part.heads:]
         k_cache.index_copy_(2, column, k.unsqueeze(2))
-        v_cache.index_copy_(2, column, v.unsqueeze(2))
+        v_cache.index_copy_(2, column, v)
         if length is not None:  # eager: the valid prefix only
             k_cache, v_cache = k_cache[:, :, :length], v_cache[:, :, :length]
         if mask is None:  # what transformers' sdpa runs without a mask: GQA in the kernel
@@ -175,28 +230,34 @@ class Decoder(nn.Module):
         else:  # with a mask, one query: (rows, heads, dim) → (rows, kv_heads, groups, dim), no repeat_kv
             o = F.scaled_dot_product_attention(q.view(rows, part.kv_heads, part.groups, part.head_dim),
                                                k_cache, v_cache, attn_mask=mask, scale=part.scaling)
-        x = x + _linear(o.reshape(rows, -1), a.o_proj.weight, a.o_proj.bias)
-        m = layer.mlp
-        h = _rms(x, layer.post_attention_layernorm)
-        h = part.act(_linear(h, m.gate_proj.weight, m.gate_proj.bias)) * _linear(h, m.up_proj.weight, m.up_proj.bias)
-        return x + _linear(h, m.down_proj.weight, m.down_proj.bias)
+        x = mm(o.reshape(rows, -1), wo, bo).add_(x)  # x + o·Wₒ: a + b == b + a, in place on the fresh product
+        h = _rms_w(x, n2, e2)
+        h = part.act(mm(h, wg, bg)).mul_(mm(h, wu, bu))
+        return mm(h, wd, bd).add_(x)
 
-    def _run(self, part: _Part, kv: StaticKV, x, rope, column, mask, length):
+    def _run(self, part: _Part, weights, x, rope, column, mask, length, mm):
         cos, sin = rope
-        for i, layer in enumerate(part.layers):
-            k_cache, v_cache = kv.kv(i)
-            x = self._layer(layer, part, x, cos, sin, k_cache, v_cache, column, mask, length)
-        return _rms(x, part.norm)
+        layers, norm, kv = weights
+        for w, (k_cache, v_cache) in zip(layers, kv):
+            x = self._layer(w, part, x, cos, sin, k_cache, v_cache, column, mask, length, mm)
+        return _rms_w(x, *norm)
 
     def step(self, embeds, base_rope, stack_rope, column, length: int | None = None):
         """embeds (rows, D) → (rows, D) stack output; writes this token's k, v at `column` (a (1,) tensor).
         length None: attention over the whole static cache (one shape: what torch.compile captures)."""
-        self.mask.index_fill_(-1, column, True)
+        if length is None or self.padded:  # (eager and unpadded: no mask at all)
+            self.mask.index_fill_(-1, column, True)
         mask = self.mask
         if length is not None:
             mask = mask[..., :length] if self.padded else None
-        h = self._run(self.base, self.base_kv, embeds, base_rope, column, mask, length)
-        return self._run(self.stack, self.stack_kv, h, stack_rope, column, mask, length)
+        if torch.compiler.is_compiling():  # read through the modules: parameters and buffers stay static inputs
+            weights = tuple(([_layer_weights(l) for l in part.layers], (part.norm.weight, part.norm.variance_epsilon),
+                             [kv.kv(i) for i in range(kv.n_layers)])
+                            for part, kv in ((self.base, self.base_kv), (self.stack, self.stack_kv)))
+        else:
+            weights = self.weights
+        h = self._run(self.base, weights[0], embeds, base_rope, column, mask, length, self.mm)
+        return self._run(self.stack, weights[1], h, stack_rope, column, mask, length, self.mm)
 
 
 # -- LlamaGen-style functions -----------------------------------------------------------------
@@ -227,10 +288,9 @@ def prefill(model, batch: Batch, num_tokens: int, compile: bool = False):
 
 def decode_one_token(model, dec: Decoder, code_vectors: torch.Tensor, i: int) -> torch.Tensor:
     """code_vectors (rows, d) of token i → (rows, K) float32 logits of token i + 1."""
-    embeds = model.embed_codes(code_vectors)
-    column = dec.columns[i:i + 1]
-    base_rope = (dec.base_rope[0][i], dec.base_rope[1][i])  # (rows, 1, dim): broadcast over heads
-    stack_rope = (dec.stack_rope[0][i], dec.stack_rope[1][i])
+    embeds = dec.embed(code_vectors)
+    column, base_cos, base_sin, stack_cos, stack_sin = dec.step_inputs[i]  # rope: (rows, 1, dim), over heads
+    base_rope, stack_rope = (base_cos, base_sin), (stack_cos, stack_sin)
     h = None
     if dec.compiled is not None:
         try:
@@ -240,7 +300,7 @@ def decode_one_token(model, dec: Decoder, code_vectors: torch.Tensor, i: int) ->
             dec.compiled, dec.compile_failed = None, True
     if h is None:
         h = dec.step(embeds, base_rope, stack_rope, column, dec.prompt_len + i + 1)
-    return model.head(h).float()
+    return dec.logits(h)
 
 
 def decode_n_tokens(model, dec: Decoder, codebook, logits, out, params: SampleParams, procs, generator, callback):

@@ -50,7 +50,8 @@ def pick(logits: torch.Tensor, p: SampleParams, procs, generator) -> torch.Tenso
     """(B, K) float32 logits → (B,) ids."""
     if p.temperature <= 0:
         return logits.argmax(-1)
-    logits = procs(None, logits)
+    for proc in procs:  # what LogitsProcessorList.__call__ does for warpers, without its per-call inspect.signature
+        logits = proc(None, logits)
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 

@@ -44,6 +44,8 @@ class Schedule:
     stage4: int = 3000
     batch: int = 64
     scale: float = 1.0
+    lr_scale: float = 1.0  # multiplies every stage's learning rate
+    warmup: int = 0        # linear warmup steps at the start of each stage (a warm start's fresh optimizer)
 
     def steps(self, name):
         return max(2, int(getattr(self, name) * self.scale))
@@ -76,7 +78,7 @@ def fit_steps(module, make_batch, loss_fn, seconds: float, probe: int = 6) -> in
 
 
 def run_stage(out: Path, name: str, module, make_batch, loss_fn, steps, batch, lr, seed, workers, run=True,
-              seconds: float = 0, **kw):
+              seconds: float = 0, lr_scale: float = 1.0, warmup: int = 0, **kw):
     """Train `module`'s trainable parameters unless `<out>/<name>.safetensors` exists (then load it).
     With run=False the stage must already be done (another process, or an earlier run, did it)."""
     done = out / f"{name}.safetensors"
@@ -96,8 +98,8 @@ def run_stage(out: Path, name: str, module, make_batch, loss_fn, steps, batch, l
     if seconds:
         steps = min(steps, fit_steps(module, make_batch, loss_fn, seconds))
     t0 = time.time()
-    args = TrainArgs(out_dir=str(out / name), steps=steps, lr=lr, batch_size=batch, seed=seed,
-                     save_every=max(100, steps // 10), log_every=50, **kw)
+    args = TrainArgs(out_dir=str(out / name), steps=steps, lr=lr * lr_scale, batch_size=batch, seed=seed,
+                     save_every=max(100, steps // 10), log_every=50, warmup_steps=min(warmup, steps // 2), **kw)
     result = train(module, Prefetched(make_batch, steps, workers), loss_fn, args)
     # everything but an earlier stage's frozen base (buffers too: e.g. a VQ projector's fixed basis)
     state = {n: t.detach().cpu().contiguous() for n, t in module.state_dict().items() if not n.startswith("base.")}
@@ -148,6 +150,7 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
     torch.manual_seed(seed)
     cfg = preset("star-shapes")
     B = sched.batch
+    tune = dict(lr_scale=sched.lr_scale, warmup=sched.warmup)
 
     # stage 0: the understanding model (trainable only here); it needs nothing else
     chat = ChatFormat(load_tokenizer(cfg.ar.tokenizer), cfg.ar.system_prompt)
@@ -156,7 +159,7 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
     base.requires_grad_(True).train()
     mb0 = stage0_vlm.make_batch_fn(chat, proc, B, cfg.image_size, seed)
     run_stage(out, "stage0", base, mb0, stage0_vlm.vlm_loss, sched.steps("stage0"), B, 1e-3, seed, workers,
-              run="stage0" in stages, seconds=seconds)
+              run="stage0" in stages, seconds=seconds, **tune)
     freeze(base)
     if set(stages) <= {"stage0"}:
         return out
@@ -173,7 +176,7 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
     vq.requires_grad_(True)
     mb1 = lambda step, rank=0, world=1: vq_batch(step, B, cfg.image_size, seed + rank * 7919)
     run_stage(out, "stage1", vq, mb1, lambda m, x: vq_loss(m, x.to(device)), sched.steps("stage1"), B, 1e-3,
-              seed, workers, run="stage1" in stages, seconds=seconds)
+              seed, workers, run="stage1" in stages, seconds=seconds, **tune)
     if hasattr(vq, "export_codebook"):
         vq.export_codebook()
     freeze(vq)
@@ -184,7 +187,7 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
         mb2 = stage2_ar.make_batch_fn(parts.image_proc, cfg.image_size, B, seed)
         loss2 = lambda m, b: stage2_ar.ar_loss(m, parts, to_device(b, device), device)
         run_stage(out, "stage2", parts.ar, mb2, loss2, sched.steps("stage2"), B, 5e-4, seed, workers,
-                  run="stage2" in stages, seconds=seconds)
+                  run="stage2" in stages, seconds=seconds, **tune)
 
     # stage 3: the diffusion decoder, on frozen VQ embeddings and frozen base text features
     if parts.diffusion is not None and {"stage3", "final"} & set(stages):
@@ -194,7 +197,7 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
                                       edit_fraction=0.3, vision=False)
         loss3 = lambda m, b: diffusion_loss(m, diffusion_batch(parts, to_device(b, device), device))
         run_stage(out, "stage3", parts.diffusion, mb3, loss3, sched.steps("stage3"), B, 5e-4, seed, workers,
-                  run="stage3" in stages, seconds=seconds)
+                  run="stage3" in stages, seconds=seconds, **tune)
 
     # stage 4: joint text-to-image + editing (the AR part; the decoder saw edits in stage 3)
     skip4 = "stage4" not in stages and not (out / "stage4.safetensors").exists() and "skip-stage4" in stages
@@ -205,7 +208,7 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
         mb4 = stage2_ar.make_batch_fn(parts.image_proc, cfg.image_size, B, seed + 2, edit_fraction=0.5)
         loss4 = lambda m, b: stage2_ar.ar_loss(m, parts, to_device(b, device), device)
         run_stage(out, "stage4", parts.ar, mb4, loss4, sched.steps("stage4"), B, 3e-4, seed, workers,
-                  run="stage4" in stages, seconds=seconds)
+                  run="stage4" in stages, seconds=seconds, **tune)
     if "final" not in stages:
         return out
     cfg.vq.projector_dim = cfg.vq.projector_depth = 0  # the codebook was exported: a plain codebook ships
