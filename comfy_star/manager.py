@@ -30,6 +30,7 @@ class ModelManager:
         self._lock = threading.Lock()
         self.load_count: Counter = Counter()  # key → how many times it was read from disk
         self._placement_factory = None
+        self._placed: "weakref.WeakValueDictionary[int, STAR]" = weakref.WeakValueDictionary()  # id → live model
 
     @staticmethod
     def key(path, dtype, device, base_path=None, lumina_path=None) -> tuple:
@@ -85,7 +86,14 @@ class ModelManager:
 
     def _attach(self, star: STAR, device):
         if self._placement_factory is not None:
-            star.placement = self._placement_factory(star)
+            # A part shared with a live model (a tuned copy shares the VQ and diffusion decoder with
+            # its original) keeps that model's ComfyUI patcher: a second patcher of the same module
+            # would die with the copy while the module lives on, which ComfyUI takes for a leak and
+            # answers with a full garbage collection on every later model load.
+            shared = {id(p.model): p for other in list(self._placed.values())
+                      for p in (getattr(other, "patchers", None) or {}).values()}
+            star.placement = self._placement_factory(star, shared)
+            self._placed[id(star)] = star
         elif torch.device(device).type != "cpu":
             star.placement = _offload_placement(torch.device(device))
 
@@ -103,12 +111,17 @@ def _offload_placement(device):
     return place
 
 
-def _comfy_placement(star: STAR):
+def _comfy_placement(star: STAR, shared: dict | None = None):
+    """shared: {id(module): ModelPatcher} of parts already managed (reused, never duplicated)."""
     import comfy.model_management as mm
     import comfy.model_patcher
     load, offload = mm.get_torch_device(), mm.unet_offload_device()
-    patchers = {name: comfy.model_patcher.ModelPatcher(module, load_device=load, offload_device=offload)
-                for name, module in star.parts.modules().items()}
+    shared = shared or {}
+    patchers = {}
+    for name, module in star.parts.modules().items():
+        known = shared.get(id(module))
+        patchers[name] = known if known is not None and known.model is module else \
+            comfy.model_patcher.ModelPatcher(module, load_device=load, offload_device=offload)
     star.patchers = patchers
 
     def place(star: STAR, names):

@@ -17,6 +17,17 @@ def prompt(text, name: str = "prompt") -> str:
     text = text.strip()
     if not text:
         raise ValueError(f"{name}: is empty; write what to draw, e.g. 'a red circle to the left of a blue square'")
+    return encodable(text, name)
+
+
+def encodable(text: str, name: str) -> str:
+    """Refuse text that is not valid Unicode (a lone UTF-16 surrogate, which JSON can carry but no
+    tokenizer or file system takes), naming the input and the position, rather than fail deep inside."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{name}: holds a character that is not valid text ({text[e.start]!r} at position "
+                         f"{e.start}, a lone UTF-16 surrogate); delete it or retype the text") from None
     return text
 
 
@@ -76,15 +87,23 @@ def diffusion_size(star, size: int, name: str = "size") -> int | None:
     return size
 
 
-def prompt_fits(star, text: str, name: str, reserved: int) -> str:
+def prompt_fits(star, text: str, name: str, reserved: int, budget: tuple[str, int] | None = None) -> str:
     """Refuse a prompt longer than the model's context leaves room for (`reserved`: the image or
-    answer tokens that must follow it), rather than run out of memory or positions mid-way."""
+    answer tokens that must follow it), rather than run out of memory or positions mid-way.
+    `budget`: (input name, value) of the widget that sets part of `reserved` (e.g. max_tokens):
+    when the prompt would fit with a smaller value, the error names that input instead."""
     limit = (star.config.ar.base or {}).get("text_config", {}).get("max_position_embeddings")
     if not limit:
         return text
     room = limit - reserved - 64  # 64: the chat template around the prompt
     n = len(star.parts.chat.encode(text))
     if n > room:
+        if budget is not None:
+            budget_name, value = budget
+            most = value - (n - room)  # the largest value that leaves room for this prompt
+            if most >= 1:
+                raise ValueError(f"{budget_name}: {value} leaves no room for the {n}-token {name} in this model's "
+                                 f"{limit}-token context; set it to {most} or less")
         raise ValueError(f"{name}: is {n} tokens long, but this model has room for {max(room, 0)} here "
                          f"(its context is {limit} tokens); shorten it")
     return text

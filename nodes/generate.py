@@ -48,7 +48,8 @@ class STARImplicitReasoning(ComfyNode):
         text = checks.prompt(prompt)
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 0 <= max_tokens <= 4096:
             raise ValueError(f"max_tokens: must be a whole number from 0 (the model's default) to 4096, got {max_tokens!r}")
-        checks.prompt_fits(model, text, "prompt", max_tokens or model.defaults.reasoning_max_tokens)
+        checks.prompt_fits(model, text, "prompt", max_tokens or model.defaults.reasoning_max_tokens,
+                           budget=("max_tokens", max_tokens) if max_tokens else None)
         reasoning = model.reason(text, max_new_tokens=max_tokens or None)
         if not reasoning.strip():
             reasoning = text

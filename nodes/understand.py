@@ -32,7 +32,8 @@ class STARVQA(ComfyNode):
     def execute(cls, model, image, question, max_tokens=64) -> NodeOutput:
         question = checks.prompt(question, "question")
         max_tokens = checks.positive_int(max_tokens, "max_tokens", 4096)
-        checks.prompt_fits(model, question, "question", max_tokens + checks.image_tokens(model))
+        checks.prompt_fits(model, question, "question", max_tokens + checks.image_tokens(model),
+                           budget=("max_tokens", max_tokens))
         images = image_to_pil(image, "image")
         progress = Progress(len(images))
         answers = []
