@@ -184,7 +184,8 @@ class STAR:
         self._check(tokens)
         d = self.defaults
         size = size or d.diffusion_size
-        self._use("ar", "vq", "diffusion")
+        base_text = self.config.diffusion.text_encoder != "gemma2"  # small models: the base encodes the text
+        self._use(*(("ar",) if base_text else ()), "vq", "diffusion")  # else the AR can stay offloaded
         embeds = self.parts.vq.embed(tokens.ids.to(self.device))
         text, mask = self.text_features(tokens.prompts)
         null = self._lumina_text().null(1) if self.config.diffusion.text_encoder == "gemma2" else None

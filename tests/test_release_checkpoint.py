@@ -266,6 +266,17 @@ def test_diffusion_decoder_with_gemma2_text_and_the_lumina_vae(star):
         star.decode_diffusion(tokens, size=18, steps=1)
 
 
+def test_diffusion_decoding_with_gemma2_lets_the_ar_model_stay_offloaded(star):
+    tokens = star.sample_tokens(["a red circle"], seed=0, top_k=CODES)
+    asked = []
+    star.placement = lambda model, names: asked.append(set(names))
+    try:
+        star.decode_diffusion(tokens, size=16, steps=1, seed=0)
+    finally:
+        star.placement = None
+    assert asked == [{"vq", "diffusion"}]  # Gemma2 encodes the text: the base is not needed
+
+
 def test_convert_gives_the_same_model(release, star, tmp_path):
     from comfy_star.__main__ import main
     dst = tmp_path / "star-tiny.safetensors"
