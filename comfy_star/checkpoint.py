@@ -239,7 +239,8 @@ def read_base_folder(folder: str | os.PathLike, what: str = "the base folder") -
     if not folder.is_dir():
         raise CheckpointError(f"{what} {str(folder)!r} does not exist; it must be a Qwen2.5-VL-Instruct folder "
                               f"(config.json, *.safetensors, tokenizer files), e.g. a download of "
-                              f"Qwen/Qwen2.5-VL-3B-Instruct for STAR-3B; name another with base_path "
+                              f"Qwen/Qwen2.5-VL-3B-Instruct for STAR-3B, or for STAR-7B ComfyUI's "
+                              f"qwen_2.5_vl_7b*.safetensors text encoder; name another with base_path "
                               f"(the loader's base_folder)")
     try:
         d = json.loads((folder / "config.json").read_text())
@@ -277,8 +278,10 @@ _LUMINA_TRANSFORMER_KEYS = ("sample_size", "patch_size", "in_channels", "hidden_
 
 def apply_folders(config: STARConfig, source, base_path=None, lumina_path=None, has_base: bool = False,
                   need_base: bool = True) -> STARConfig:
-    """Point `config` at a Qwen2.5-VL base folder and a Lumina-Image-2.0 folder (overrides, or the ones
-    it names), and take from them what sizes the model: the base's config.json, and the Lumina
+    """Point `config` at a Qwen2.5-VL base folder (or ComfyUI's Qwen2.5-VL text-encoder file, see
+    ar/base_file.py) and a Lumina-Image-2.0 folder (overrides, or the ones it names), and take from them
+    what sizes the model: the base's config.json (a file's shapes are checked against the checkpoint's
+    own base config instead), and the Lumina
     transformer's and VAE's configs (as the release builds its decoder from that folder).
     need_base=False (conversion): a named base folder that is not here keeps the preset's sizes."""
     if base_path:
@@ -286,9 +289,14 @@ def apply_folders(config: STARConfig, source, base_path=None, lumina_path=None, 
             raise CheckpointError(f"{source}: holds its own base model; a base folder cannot replace it "
                                   f"(leave base_folder empty)")
         config.ar.base_path = str(base_path)
-    if config.ar.base_path and not has_base and (need_base or base_path or Path(config.ar.base_path).is_dir()):
-        what = "the base folder" if base_path else f"{source}: the base folder its config names,"
-        base = read_base_folder(config.ar.base_path, what)
+    if config.ar.base_path and not has_base and (need_base or base_path or Path(config.ar.base_path).exists()):
+        from .ar import base_file
+        if base_file.is_base_file(config.ar.base_path):  # ComfyUI's Qwen2.5-VL text-encoder .safetensors
+            base = base_file.base_config(config.ar.base_path, config.ar.base)
+            base_file.tokenizer_folder(config.ar.base_path)  # found now, or an error naming where it looked
+        else:
+            what = "the base folder" if base_path else f"{source}: the base folder its config names,"
+            base = read_base_folder(config.ar.base_path, what)
         config.ar.base = {k: v for k, v in base.items() if not k.startswith("_")}
         vision = base.get("vision_config", {})
         config.ar.image_patch_size = vision.get("patch_size", config.ar.image_patch_size)

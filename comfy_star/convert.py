@@ -48,7 +48,7 @@ def convert(src, dst, config_json=None, overwrite=False, base_path=None, lumina_
     unknown = [k for k in tensors if k not in shapes]
     if bad or unknown:
         hint = ""
-        if config.ar.base_path and not Path(config.ar.base_path).is_dir():
+        if config.ar.base_path and not Path(config.ar.base_path).exists():
             hint = (f"; its base folder {config.ar.base_path!r} is not here, so the {config.name} sizes were "
                     f"assumed: name the Qwen2.5-VL folder with --base")
         raise CheckpointError(f"{src}: does not match the {config.name} layout: "

@@ -26,7 +26,9 @@ class STARModelLoader(ComfyNode):
                                     "or an authors' STAR-3B/7B .pt (with its config JSON beside it) in models/star/."),
                 String.Input("base_folder", default="",
                              tooltip="Only for checkpoints that do not hold their base VLM (real STAR-3B/7B): the "
-                                     "Qwen2.5-VL-Instruct folder, relative to models/star/. Empty: the folder the "
+                                     "Qwen2.5-VL-Instruct folder, relative to models/star/, or for STAR-7B the "
+                                     "Qwen-Image text encoder file in models/text_encoders/ (e.g. "
+                                     "qwen_2.5_vl_7b.safetensors; fp8 files are dequantized). Empty: the folder the "
                                      "checkpoint names, or the base inside it."),
                 String.Input("lumina_folder", default="",
                              tooltip="Only for real STAR checkpoints with a diffusion decoder: the Lumina-Image-2.0 "
@@ -55,7 +57,7 @@ class STARModelLoader(ComfyNode):
             raise ValueError(f"device: must be one of {DEVICES}, not {device!r}")
         if device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device: 'cuda' was chosen but PyTorch sees no CUDA GPU; choose 'auto' or 'cpu'")
-        base = paths.model_folder(base_folder, "base_folder")
+        base = paths.base_model(base_folder, "base_folder")
         lumina = paths.model_folder(lumina_folder, "lumina_folder")
         star = MANAGER.get(path, dtype=dtype, device=None if device == "auto" else device,
                            base_path=base, lumina_path=lumina)

@@ -2,7 +2,8 @@
 
 - checkpoints: `models/star/` (plus any `star:` entry of the user's extra_model_paths.yaml),
   registered with `folder_paths.add_model_folder_path`, which appends and never replaces.
-- a Qwen2.5-VL base folder or a Lumina-Image-2.0 folder: a sub-folder of a `star` folder.
+- a Qwen2.5-VL base folder or a Lumina-Image-2.0 folder: a sub-folder of a `star` folder; the base may
+  also be ComfyUI's Qwen2.5-VL text-encoder file, in `models/text_encoders/` (or a `star` folder).
 - training folders: a sub-folder of ComfyUI's `input/` directory.
 Names are resolved inside those roots only: absolute paths and `..` are refused.
 """
@@ -15,6 +16,7 @@ from pathlib import Path, PurePosixPath
 import folder_paths
 
 FOLDER = "star"
+TEXT_ENCODERS = "text_encoders"  # ComfyUI's own folder kind (models/text_encoders, models/clip)
 EMBEDDED = "star-shapes (embedded)"
 CHECKPOINT_SUFFIXES = {".safetensors", ".pt", ".pth", ".bin", ".ckpt"}
 
@@ -96,6 +98,29 @@ def model_folder(text: str, input_name: str) -> str | None:
             return str(candidate)
     raise ValueError(f"{input_name}: no folder {str(rel)!r} in {', '.join(star_folders())}; "
                      f"put the model folder there, or leave this empty to use the checkpoint's own")
+
+
+def base_model(text: str, input_name: str = "base_folder") -> str | None:
+    """The frozen base: a Qwen2.5-VL folder in a `star` folder, or ComfyUI's Qwen2.5-VL text-encoder
+    `.safetensors` (e.g. qwen_2.5_vl_7b.safetensors) in `text_encoders` (or `star`); '' → None."""
+    if not text or not text.strip():
+        return None
+    rel = _relative(text, input_name)
+    for root in star_folders():
+        if (Path(root) / rel).is_dir():
+            return str(Path(root) / rel)
+    text_encoders = list(folder_paths.folder_names_and_paths.get(TEXT_ENCODERS, ([], None))[0])
+    for root in text_encoders + star_folders():
+        candidate = Path(root) / rel
+        if candidate.is_file() and candidate.suffix.lower() == ".safetensors":
+            if not _inside_model_folders(candidate):
+                raise ValueError(f"{input_name}: {text!r} is a link to {os.path.realpath(candidate)}, outside "
+                                 f"ComfyUI's model folders; copy the file into models/{TEXT_ENCODERS}/")
+            return str(candidate)
+    raise ValueError(f"{input_name}: no folder {str(rel)!r} in {', '.join(star_folders())} and no .safetensors file "
+                     f"{str(rel)!r} in {', '.join(text_encoders + star_folders())}; put the Qwen2.5-VL folder in "
+                     f"models/{FOLDER}/ (or its text-encoder file in models/{TEXT_ENCODERS}/), or leave this empty "
+                     f"to use the checkpoint's own")
 
 
 def input_folder(text: str, input_name: str = "folder") -> Path:

@@ -330,6 +330,45 @@ def test_loader_loads_an_authors_checkpoint_with_its_folders(comfy_dirs):
     assert tuple(run("STARVQDecode", model=model, tokens=tokens)[0].shape) == (1, 16, 16, 3)
 
 
+def test_loader_takes_a_qwen_text_encoder_file_as_the_base(comfy_dirs, tmp_path):
+    """base_folder may name ComfyUI's Qwen2.5-VL text-encoder file in models/text_encoders/ (as Qwen-Image users
+    have it); a link out of the model folders is refused."""
+    import test_release_checkpoint as rel
+    from test_comfy_text_encoder import to_comfy
+    from comfy_star.convert import convert
+    from safetensors.torch import save_file
+    qwen, lumina = tmp_path / "qwen-gone", tmp_path / "lumina"
+    base_state = rel.write_qwen_folder(qwen)
+    rel.write_lumina_folder(lumina)
+    torch.save({"state_dict": rel.to_release(rel.our_modules(base_state, qwen), base_state)}, tmp_path / "STAR-tiny.pt")
+    (tmp_path / "STAR_Qwen2.5-VL-tiny.json").write_text(json.dumps(rel.release_json(str(qwen), str(lumina))))
+    convert(tmp_path / "STAR-tiny.pt", comfy_dirs / "models/star/star-te.safetensors")
+    shutil.rmtree(qwen)  # the folder the file names is gone: only the text-encoder file is left
+    te_dir = comfy_dirs / "models/text_encoders"
+    te_dir.mkdir(exist_ok=True)
+    save_file(to_comfy(base_state), te_dir / "qwen_2.5_vl_tiny.safetensors")
+    save_file(to_comfy(base_state), tmp_path / "outside.safetensors")
+    (te_dir / "linked.safetensors").symlink_to(tmp_path / "outside.safetensors")
+    folder_paths.add_model_folder_path("text_encoders", str(te_dir))
+    kw = dict(ckpt_name="star-te.safetensors", base_folder="", lumina_folder="", dtype="float32", device="cpu")
+    try:
+        with pytest.raises(ValueError, match="qwen-gone.*does not exist"):
+            run("STARModelLoader", **kw)
+        with pytest.raises(ValueError, match="base_folder: 'linked.safetensors' is a link to .*outside.safetensors, "
+                                             "outside ComfyUI's model folders"):
+            run("STARModelLoader", **{**kw, "base_folder": "linked.safetensors"})
+        with pytest.raises(ValueError, match="base_folder: no folder 'nope.safetensors' .* and no .safetensors file"):
+            run("STARModelLoader", **{**kw, "base_folder": "nope.safetensors"})
+        model = run("STARModelLoader", **{**kw, "base_folder": "qwen_2.5_vl_tiny.safetensors"})[0]
+    finally:
+        folder_paths.folder_names_and_paths["text_encoders"][0].remove(str(te_dir))
+    assert model.config.ar.base_path == str(te_dir / "qwen_2.5_vl_tiny.safetensors")
+    image_pad = 151655 if rel.QWEN_TOKENIZER else model.config.ar.base["image_token_id"]
+    assert model.parts.chat.ids["<|image_pad|>"] == image_pad
+    tokens = model.sample_tokens(["a red circle"], seed=0, top_k=rel.CODES)
+    assert tuple(run("STARVQDecode", model=model, tokens=tokens)[0].shape) == (1, 16, 16, 3)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_loader_cuda_without_gpu_says_so(ckpt_name):
     with pytest.raises(ValueError, match="device: 'cuda'"):

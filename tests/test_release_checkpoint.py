@@ -3,12 +3,15 @@
     checkpoints/STAR-tiny.pt            {"state_dict": pixel_encoder.* pixel_adapter.* pixel_output_head.*
                                                        stacked_ar.model.* diffusion_decoder.transformer.* ...}
     checkpoints/STAR_Qwen2.5-VL-tiny.json   the release's config format, naming the two folders below
-    checkpoints/Qwen2.5-VL-tiny-Instruct/   a Hugging Face Qwen2.5-VL folder (config, weights, BPE tokenizer
-                                            with Qwen's special tokens)
+    checkpoints/Qwen2.5-VL-tiny-Instruct/   a Hugging Face Qwen2.5-VL folder: config, tiny random weights, and
+                                            Qwen2.5's REAL tokenizer files (the copy ComfyUI ships in
+                                            comfy/text_encoders/qwen25_tokenizer/); a small BPE with Qwen's
+                                            special tokens only when no ComfyUI is installed
     checkpoints/lumina-tiny/                a Lumina-Image-2.0-like folder: text_encoder/ (Gemma2), tokenizer/,
                                             vae/ (AutoencoderKL), scheduler/, transformer/config.json
 
-Nothing is downloaded: the tokenizers are byte-level BPEs trained here on a few sentences. What is
+Nothing is downloaded: Qwen's tokenizer is read from the installed ComfyUI, Gemma's (and Qwen's without
+ComfyUI) is a byte-level BPE trained here on a few sentences. What is
 checked: the file loads with every tensor where it belongs, generates tokens, VQ-decodes, answers a
 question, decodes through the diffusion decoder with Gemma2 text features, converts to our format
 with the same outputs, and the folders can be overridden (with clear errors for wrong ones).
@@ -29,6 +32,18 @@ from comfy_star.config import VQConfig
 from comfy_star.manager import ModelManager
 from comfy_star.pipeline import STAR
 
+def _comfyui_qwen_tokenizer() -> Path | None:
+    import comfy_harness  # tests/conftest.py registers it
+    comfy = comfy_harness.find_comfyui()
+    folder = comfy / "comfy" / "text_encoders" / "qwen25_tokenizer" if comfy else None
+    return folder if folder and (folder / "vocab.json").is_file() else None
+
+
+QWEN_TOKENIZER = _comfyui_qwen_tokenizer()  # Qwen2.5's real vocab.json / merges.txt / tokenizer_config.json
+TOKENIZER_SOURCE = f"Qwen2.5's real tokenizer from {QWEN_TOKENIZER}" if QWEN_TOKENIZER else \
+    "a synthetic BPE with Qwen's special tokens (no ComfyUI found: run scripts/setup.sh for the real one)"
+REAL_IDS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645, "<|vision_start|>": 151652,
+            "<|vision_end|>": 151653, "<|image_pad|>": 151655, "<|video_pad|>": 151656}  # Qwen2.5's, as shipped
 QWEN_SPECIALS = [  # Qwen2.5-VL's added tokens, in its order
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
     "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
@@ -37,7 +52,7 @@ QWEN_SPECIALS = [  # Qwen2.5-VL's added tokens, in its order
 ]
 CORPUS = ["a red circle to the left of a blue square", "what is in this image? a photo of a cute cat",
           "You are a helpful assistant.", "user assistant system", "Ultra HD, 4K, cinematic composition"] * 4
-VOCAB = 320  # model vocab: covers the BPE (≤ 290) and the specials
+VOCAB = 151936 if QWEN_TOKENIZER else 320  # model vocab: Qwen2.5-VL-3B's (ids up to 151668 in ComfyUI's copy)
 HIDDEN, CODES, CODE_DIM, GRID = 64, 64, 8, 4
 VQ = VQConfig(codebook_size=CODES, codebook_dim=CODE_DIM, ch=32, ch_mult=(1, 2, 2), z_channels=16,
               num_res_blocks=1, attn_heads=2)  # 4 pixels a token: 16 x 16 images
@@ -77,17 +92,12 @@ def bpe_tokenizer(specials, bos: str | None = None, **kwargs):
 
 
 def write_qwen_folder(folder: Path) -> dict:
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-    tok = bpe_tokenizer(QWEN_SPECIALS, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    folder.mkdir(parents=True, exist_ok=True)
+    write_qwen_tokenizer(folder)
+    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     assert len(tok) <= VOCAB
-    tok.save_pretrained(folder)
     ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
-    # the real folder's tokenizer_config.json names Qwen2Tokenizer: AutoTokenizer must honour it as it does there
-    cfg_path = folder / "tokenizer_config.json"
-    tc = json.loads(cfg_path.read_text())
-    tc.update(tokenizer_class="Qwen2Tokenizer", bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-              errors="replace", model_max_length=32768, split_special_tokens=False)
-    cfg_path.write_text(json.dumps(tc))
     torch.manual_seed(1)
     config = Qwen2_5_VLConfig(
         text_config=dict(hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
@@ -104,6 +114,22 @@ def write_qwen_folder(folder: Path) -> dict:
     model = Qwen2_5_VLForConditionalGeneration(config)
     model.save_pretrained(folder)
     return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def write_qwen_tokenizer(folder: Path) -> None:
+    """Qwen2.5's real tokenizer files (from ComfyUI), else a synthetic BPE saved as the real folder's are."""
+    if QWEN_TOKENIZER:
+        for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
+            shutil.copyfile(QWEN_TOKENIZER / name, folder / name)
+        return
+    tok = bpe_tokenizer(QWEN_SPECIALS, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok.save_pretrained(folder)
+    # the real folder's tokenizer_config.json names Qwen2Tokenizer: AutoTokenizer must honour it as it does there
+    cfg_path = folder / "tokenizer_config.json"
+    tc = json.loads(cfg_path.read_text())
+    tc.update(tokenizer_class="Qwen2Tokenizer", bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+              errors="replace", model_max_length=32768, split_special_tokens=False)
+    cfg_path.write_text(json.dumps(tc))
 
 
 def write_lumina_folder(folder: Path):
@@ -207,14 +233,24 @@ def star(release):
 
 # --- the tests ----------------------------------------------------------------------------------
 
-def test_qwen_folder_tokenizer_loads_like_the_real_one(release):
+def test_qwen_folder_tokenizer_loads_like_the_real_one(release, star, record_property):
     from transformers import AutoTokenizer
+    print(f"Qwen tokenizer: {TOKENIZER_SOURCE}")
+    record_property("qwen_tokenizer", TOKENIZER_SOURCE)
     tok = AutoTokenizer.from_pretrained(release.qwen, local_files_only=True)
     assert type(tok).__name__.startswith("Qwen2Tokenizer")
     ids = tok.encode("<|im_start|>user\na red circle<|im_end|>", add_special_tokens=False)
     assert ids[0] == tok.convert_tokens_to_ids("<|im_start|>") and ids[-1] == tok.convert_tokens_to_ids("<|im_end|>")
     assert tok.decode(ids, skip_special_tokens=True) == "user\na red circle"
     assert tok.pad_token == "<|endoftext|>"
+    if QWEN_TOKENIZER:  # the real vocabulary: Qwen2.5's ids, which the base's config and the chat format use
+        assert {t: tok.convert_tokens_to_ids(t) for t in REAL_IDS} == REAL_IDS
+        assert ids == [151644, 872, 198, 64, 2518, 12671, 151645]  # "user" "\n" "a" " red" " circle"
+        assert tok.eos_token_id == 151645 and tok.pad_token_id == 151643
+        base = star.parts.ar.base.config
+        assert (base.image_token_id, base.vision_start_token_id, base.vision_end_token_id) == (151655, 151652, 151653)
+        assert star.parts.chat.ids["<|image_pad|>"] == 151655 and star.parts.chat.ids["<|im_end|>"] == 151645
+        assert star.parts.ar.base_text.embed_tokens.num_embeddings == VOCAB > max(tok.get_vocab().values())
 
 
 def test_release_checkpoint_loads_every_tensor_where_it_belongs(release, star):

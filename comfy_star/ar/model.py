@@ -36,8 +36,12 @@ class GenerationAdapter(nn.Module):
 
 
 def build_base(cfg: ARConfig, dtype=None, attn="sdpa") -> Qwen2_5_VLForConditionalGeneration:
-    """The frozen base: from a Hugging Face folder (real Qwen2.5-VL) or from a config dict (small models)."""
-    if cfg.base_path:
+    """The frozen base: from a Hugging Face folder or ComfyUI's Qwen2.5-VL text-encoder file (real
+    Qwen2.5-VL), or from a config dict (small models)."""
+    from .base_file import is_base_file, load_base_file
+    if cfg.base_path and is_base_file(cfg.base_path):
+        base = load_base_file(cfg.base_path, cfg.base, dtype=dtype, attn=attn)
+    elif cfg.base_path:
         base = Qwen2_5_VLForConditionalGeneration.from_pretrained(
             cfg.base_path, local_files_only=True, dtype=dtype, attn_implementation=attn)
     else:
@@ -168,5 +172,5 @@ class EqualChunkVisionAttention(Qwen2_5_VLVisionAttention):
 
 
 def batch_equal_vision_chunks(base) -> None:
-    for block in base.model.visual.blocks:
+    for block in getattr(base.model.visual, "blocks", ()):  # none: a text-encoder file without the vision tower
         block.attn.__class__ = EqualChunkVisionAttention

@@ -48,7 +48,8 @@ def load_tokenizer(kind: str, folder: str | None = None) -> PreTrainedTokenizerF
         return byte_tokenizer()
     if folder is None:
         raise ValueError("a Qwen2.5-VL tokenizer needs the base model folder (ar.base_path)")
-    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    from .base_file import tokenizer_folder  # a folder's own, or ComfyUI's for a text-encoder file
+    return AutoTokenizer.from_pretrained(tokenizer_folder(folder), local_files_only=True)
 
 
 class ChatFormat:
