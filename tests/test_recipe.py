@@ -45,6 +45,9 @@ def test_every_stage_runs_and_the_result_loads_and_generates(tmp_path):
     for k, v in base0.items():  # stages 1-4 never touched the frozen base (fp16 in the shipped file)
         if f"ar.base.{k}" in shipped:
             assert torch.equal(shipped[f"ar.base.{k}"], v.half() if v.is_floating_point() else v), k
+    for stage in ("stage2", "stage3", "stage4"):  # periodic sample images
+        assert sorted(p.name for p in (tmp_path / stage / "samples").glob("*.png")) == ["step_000001.png",
+                                                                                        "step_000002.png"]
     star = STAR.from_pretrained(final, device="cpu")
     tokens = star.sample_tokens(["a red circle"], seed=0)
     assert tokens.ids.shape[-2:] == (8, 8)

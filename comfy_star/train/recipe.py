@@ -78,7 +78,7 @@ def fit_steps(module, make_batch, loss_fn, seconds: float, probe: int = 6) -> in
 
 
 def run_stage(out: Path, name: str, module, make_batch, loss_fn, steps, batch, lr, seed, workers, run=True,
-              seconds: float = 0, lr_scale: float = 1.0, warmup: int = 0, **kw):
+              seconds: float = 0, lr_scale: float = 1.0, warmup: int = 0, samples=None, **kw):
     """Train `module`'s trainable parameters unless `<out>/<name>.safetensors` exists (then load it).
     With run=False the stage must already be done (another process, or an earlier run, did it)."""
     done = out / f"{name}.safetensors"
@@ -99,8 +99,10 @@ def run_stage(out: Path, name: str, module, make_batch, loss_fn, steps, batch, l
         steps = min(steps, fit_steps(module, make_batch, loss_fn, seconds))
     t0 = time.time()
     args = TrainArgs(out_dir=str(out / name), steps=steps, lr=lr * lr_scale, batch_size=batch, seed=seed,
-                     save_every=max(100, steps // 10), log_every=50, warmup_steps=min(warmup, steps // 2), **kw)
-    result = train(module, Prefetched(make_batch, steps, workers), loss_fn, args)
+                     save_every=max(100, steps // 10), log_every=50, warmup_steps=min(warmup, steps // 2),
+                     sample_every=max(1, min(500, steps // 10)) if samples else 0, **kw)
+    on_sample = None if samples is None else lambda model, step: samples(out / name / "samples" / f"step_{step:06d}.png")
+    result = train(module, Prefetched(make_batch, steps, workers), loss_fn, args, on_sample=on_sample)
     # everything but an earlier stage's frozen base (buffers too: e.g. a VQ projector's fixed basis)
     state = {n: t.detach().cpu().contiguous() for n, t in module.state_dict().items() if not n.startswith("base.")}
     save_file(comps._untie(state), str(done))
@@ -187,7 +189,7 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
         mb2 = stage2_ar.make_batch_fn(parts.image_proc, cfg.image_size, B, seed)
         loss2 = lambda m, b: stage2_ar.ar_loss(m, parts, to_device(b, device), device)
         run_stage(out, "stage2", parts.ar, mb2, loss2, sched.steps("stage2"), B, 5e-4, seed, workers,
-                  run="stage2" in stages, seconds=seconds, **tune)
+                  run="stage2" in stages, seconds=seconds, samples=lambda path: sample_strip(parts, path), **tune)
 
     # stage 3: the diffusion decoder, on frozen VQ embeddings and frozen base text features
     if parts.diffusion is not None and {"stage3", "final"} & set(stages):
@@ -197,7 +199,8 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
                                       edit_fraction=0.3, vision=False)
         loss3 = lambda m, b: diffusion_loss(m, diffusion_batch(parts, to_device(b, device), device))
         run_stage(out, "stage3", parts.diffusion, mb3, loss3, sched.steps("stage3"), B, 5e-4, seed, workers,
-                  run="stage3" in stages, seconds=seconds, **tune)
+                  run="stage3" in stages, seconds=seconds,
+                  samples=lambda path: sample_strip(parts, path, decoder="diffusion"), **tune)
 
     # stage 4: joint text-to-image + editing (the AR part; the decoder saw edits in stage 3)
     skip4 = "stage4" not in stages and not (out / "stage4.safetensors").exists() and "skip-stage4" in stages
@@ -208,7 +211,7 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
         mb4 = stage2_ar.make_batch_fn(parts.image_proc, cfg.image_size, B, seed + 2, edit_fraction=0.5)
         loss4 = lambda m, b: stage2_ar.ar_loss(m, parts, to_device(b, device), device)
         run_stage(out, "stage4", parts.ar, mb4, loss4, sched.steps("stage4"), B, 3e-4, seed, workers,
-                  run="stage4" in stages, seconds=seconds, **tune)
+                  run="stage4" in stages, seconds=seconds, samples=lambda path: sample_strip(parts, path), **tune)
     if "final" not in stages:
         return out
     cfg.vq.projector_dim = cfg.vq.projector_depth = 0  # the codebook was exported: a plain codebook ships
@@ -221,6 +224,36 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
     save_star(final, cfg, tensors, overwrite=True)
     log(f"wrote {final} ({final.stat().st_size / 2**20:.1f} MiB)")
     return final
+
+
+SAMPLE_PROMPTS = ("a red circle to the left of a blue square", "two green triangles on a white background",
+                  "a yellow diamond", "a purple square above an orange circle")
+
+
+@torch.no_grad()
+def sample_strip(parts, path: Path, decoder: str = "vq", seed: int = 0) -> None:
+    """The periodic sample images of a stage: the same prompts and seed every time, side by side.
+    decoder "vq": the stacked AR's tokens, VQ-decoded (stages 2 and 4); "diffusion": the decoder
+    alone, on the tokens of the prompts' reference renders (stage 3), each next to its render."""
+    from .. import data
+    from ..pipeline import STAR, Tokens, to_pil
+    star = STAR(parts, device=device_of(parts.ar), dtype=next(parts.ar.parameters()).dtype, key="training")
+    size = parts.config.image_size
+    if decoder == "vq":
+        images = [star.generate(p, seed=seed)[0] for p in SAMPLE_PROMPTS]
+    else:
+        rng = random.Random(seed)
+        renders = [data.shapes.render(data.shapes.random_scene(rng), size) for _ in SAMPLE_PROMPTS]
+        tokens = star.encode(renders)
+        decoded = to_pil(star.decode_diffusion(Tokens(tokens.ids, star.key, list(SAMPLE_PROMPTS)), seed=seed))
+        images = [im for pair in zip(renders, decoded) for im in pair]
+    side = max(im.width for im in images)
+    from PIL import Image
+    strip = Image.new("RGB", (side * len(images), side))
+    for i, im in enumerate(images):
+        strip.paste(im.convert("RGB").resize((side, side), Image.NEAREST), (i * side, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    strip.save(path)
 
 
 @torch.no_grad()
