@@ -52,3 +52,19 @@ def test_every_stage_runs_and_the_result_loads_and_generates(tmp_path):
     tokens = star.sample_tokens(["a red circle"], seed=0)
     assert tokens.ids.shape[-2:] == (8, 8)
     assert star.decode_vq(tokens).shape[-2:] == (64, 64)
+
+
+def test_take_checkpoint_stops_a_stage_early_and_keeps_what_exists(tmp_path):
+    from comfy_star.train.checkpointing import save_checkpoint
+    from comfy_star.train.recipe import take_checkpoint
+    with pytest.raises(FileNotFoundError, match="stage4"):
+        take_checkpoint(tmp_path, "stage4")
+    weights = {"stack.w": torch.randn(3, 2), "head.b": torch.randn(4)}
+    (tmp_path / "stage4").mkdir()
+    save_checkpoint(tmp_path / "stage4" / "checkpoint.safetensors", weights, {"state": {}, "param_groups": []}, step=7)
+    done = take_checkpoint(tmp_path, "stage4")
+    got = load_file(str(done))
+    assert set(got) == set(weights) and all(torch.equal(got[k], v) for k, v in weights.items())
+    assert (tmp_path / "stage4" / "checkpoint.safetensors").exists()  # still resumable
+    with pytest.raises(FileExistsError, match="finished"):
+        take_checkpoint(tmp_path, "stage4")

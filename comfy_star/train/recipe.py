@@ -141,11 +141,30 @@ def unpack_checkpoint(path, out: Path, stages=("stage0", "stage1", "stage2", "st
     return written
 
 
+def take_checkpoint(out: Path, name: str) -> Path:
+    """Stop a stage early: write `<out>/<name>.safetensors` from the stage's latest resumable
+    checkpoint (its weights at that step, part-way through the schedule). A finished stage file is
+    never replaced; the checkpoint is left as it was (the stage can still be resumed)."""
+    from .checkpointing import find_checkpoint, load_checkpoint
+    done = out / f"{name}.safetensors"
+    if done.exists():
+        raise FileExistsError(f"{done} exists: {name} is finished (remove it to take a checkpoint instead)")
+    path = find_checkpoint(out / name)
+    if path is None:
+        raise FileNotFoundError(f"{out / name} holds no training checkpoint of {name}")
+    ckpt = load_checkpoint(path)
+    save_file({k: v.contiguous() for k, v in ckpt.model.items()}, str(done))
+    log(f"{name}: took {ckpt.path} (step {ckpt.step}) as {done}")
+    return done
+
+
 def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, device=None, seed=0,
-                 workers=0, stages=ALL_STAGES, seconds: float = 0, start_from=None) -> Path:
+                 workers=0, stages=ALL_STAGES, seconds: float = 0, start_from=None, take=()) -> Path:
     sched = schedule or Schedule()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for name in take:
+        take_checkpoint(out, name)
     if start_from:
         unpack_checkpoint(start_from, out, [s for s in STAGE_PARTS if s not in stages])
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
