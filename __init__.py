@@ -4,12 +4,14 @@ The ComfyUI entry point: registers the STAR nodes through ComfyUI's V3 API (`com
 Nothing else happens here; the nodes live in `nodes/`, the model in the `comfy_star` library.
 (No NODE_CLASS_MAPPINGS on purpose: ComfyUI would then never call `comfy_entrypoint`.)
 
-Outside ComfyUI (e.g. pytest importing this folder as the parent package of `tests/`) ComfyUI's
-`comfy_api` is not importable and the nodes are not loaded.
+Outside ComfyUI the nodes are not loaded: where ComfyUI's `comfy_api` is not importable, or where
+this file is imported as a plain module rather than as the pack's package (pytest does so from a
+checkout whose folder name is not a Python identifier, e.g. `comfy-star`: there is no parent
+package for the relative import). ComfyUI always imports a custom node folder as a package.
 """
 import importlib.util
 
-if importlib.util.find_spec("comfy_api") is not None:
+if __package__ and importlib.util.find_spec("comfy_api") is not None:
     from .nodes import comfy_entrypoint
 
     __all__ = ["comfy_entrypoint"]
