@@ -14,6 +14,20 @@ REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Every in-process model here is tiny: one intra-op thread is fastest, and immune to a busy
+    CPU (with two, OpenMP threads spin-waiting on each other cost up to 30x when other jobs share
+    the cores; seen: a 2×64×96 linear at 15 ms instead of 4 µs). Servers run in their own process."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # scripts/comfy_harness.py, importable in tests as `comfy_harness` (loaded by path: scripts/ is
 # not put on sys.path, and ComfyUI's own `comfy` package is never shadowed).
 if "comfy_harness" not in sys.modules:

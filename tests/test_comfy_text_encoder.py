@@ -43,14 +43,6 @@ TINY_TEXT = dict(hidden_size=rel.HIDDEN, intermediate_size=96, num_hidden_layers
                  num_key_value_heads=1, vocab_size=rel.VOCAB)  # as rel.write_qwen_folder's
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def to_comfy(state: dict, vision: bool = True, lm_head: bool = False) -> dict:
     """transformers' names → ComfyUI's (this test's own inverse, checked against ComfyUI's module below)."""
     out = {}

@@ -14,16 +14,6 @@ from test_ar import D_CODE, K, tiny_ar_config
 PROMPTS = ["two blue squares", "a green triangle above a small red circle"]  # different lengths: left padding
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny ops: one intra-op thread. With two, each op can wait a whole scheduler slice for the
-    other thread when the machine is busy (seen: a 2×64×96 linear at 15 ms instead of 4 µs)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module", params=["sdpa", "eager"])
 def tiny(request):
     torch.manual_seed(0)

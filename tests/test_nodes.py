@@ -103,16 +103,6 @@ def comfy_model_management():
     MANAGER._placement_factory = None
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The embedded model's matrices are tiny: one thread is fastest, and immune to a busy CPU
-    (OpenMP threads spin-waiting on each other cost 30x here when other jobs share the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def ckpt_name(comfy_dirs):
     """The embedded default, or until it is trained, a random stand-in of the same architecture."""

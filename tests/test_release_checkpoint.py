@@ -64,14 +64,6 @@ LUMINA_TRANSFORMER = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --- the tiny release, written to disk ------------------------------------------------------------
 
 def bpe_tokenizer(specials, bos: str | None = None, **kwargs):
