@@ -687,11 +687,19 @@ def _tail(text: str, n: int = 60) -> str:
     return "\n".join(text.splitlines()[-n:])
 
 
+def _about_pack(text: str, pack: str) -> bool:
+    """Does this log text name one of the pack's own files? Its name alone is not enough: a venv
+    inside a checkout called `comfy-star` puts the name into every ComfyUI path too."""
+    here = str(pack_dir())
+    return (f"custom_nodes/{pack}" in text or "/comfy_star/" in text
+            or any(here in line and "site-packages" not in line for line in text.splitlines()))
+
+
 def pack_import_problems(log: str, pack: str = PACK_NAME) -> list[str]:
     """Lines of a ComfyUI log saying that the pack failed to load (or a traceback through it)."""
     lines = log.splitlines()
-    problems = [l for l in lines if "IMPORT FAILED" in l and pack in l]
-    problems += [l for l in lines if "Cannot import" in l and pack in l]
+    problems = [l for l in lines if "IMPORT FAILED" in l and _about_pack(l, pack)]
+    problems += [l for l in lines if "Cannot import" in l and _about_pack(l, pack)]
     in_tb = False
     for line in lines:
         if line.startswith("Traceback (most recent call last)"):
@@ -703,7 +711,7 @@ def pack_import_problems(log: str, pack: str = PACK_NAME) -> list[str]:
             if not line.startswith((" ", "\t")):
                 in_tb = False
                 text = "\n".join(block)
-                if pack in text or "comfy_star" in text:
+                if _about_pack(text, pack):
                     problems.append(text)
     return problems
 
