@@ -15,6 +15,8 @@ from pathlib import Path, PurePosixPath
 
 import folder_paths
 
+from .checks import encodable
+
 FOLDER = "star"
 TEXT_ENCODERS = "text_encoders"  # ComfyUI's own folder kind (models/text_encoders, models/clip)
 EMBEDDED = "star-shapes (embedded)"
@@ -75,11 +77,7 @@ def _inside_model_folders(path: Path) -> bool:
 
 
 def _relative(text: str, input_name: str) -> PurePosixPath:
-    try:  # a lone UTF-16 surrogate (JSON can carry one) can be in no file name
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise ValueError(f"{input_name}: holds a character that cannot be in a file name ({text[e.start]!r} "
-                         f"at position {e.start}); delete it") from None
+    encodable(text, input_name)  # a lone UTF-16 surrogate (JSON can carry one) can be in no file name
     p = PurePosixPath(text.strip().replace("\\", "/"))
     if p.is_absolute() or re.match(r"^[A-Za-z]:", text.strip()) or ".." in p.parts:
         raise ValueError(f"{input_name}: {text!r} must be a folder name relative to its root, "
