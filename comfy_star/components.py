@@ -14,7 +14,7 @@ from .ar.understand import image_processor
 from .checkpoint import CheckpointError, load_into, read_checkpoint
 from .config import STARConfig
 
-PARTS = ("ar", "vq", "diffusion")
+PARTS = ("ar", "vq", "diffusion", "text_encoder")
 
 
 @dataclass
@@ -25,6 +25,9 @@ class Components:
     ar: StackedAR
     vq: torch.nn.Module
     diffusion: torch.nn.Module | None
+    # Lumina-Image-2.0's Gemma2 (authors' checkpoints only), read from its folder on first use;
+    # a part like the others, so the manager offloads it while the AR or the DiT runs
+    text_encoder: torch.nn.Module | None = None
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {name: getattr(self, name) for name in PARTS if getattr(self, name) is not None}

@@ -125,6 +125,9 @@ def _comfy_placement(star: STAR, shared: dict | None = None):
     star.patchers = patchers
 
     def place(star: STAR, names):
+        for name, module in star.parts.modules().items():  # a part read on first use (Gemma2)
+            if name not in patchers:
+                patchers[name] = comfy.model_patcher.ModelPatcher(module, load_device=load, offload_device=offload)
         mm.load_models_gpu([patchers[n] for n in names if n in patchers])
         star.device = torch.device(load)
     return place

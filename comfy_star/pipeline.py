@@ -164,7 +164,9 @@ class STAR:
         """Text conditioning for the diffusion decoder: Lumina-Image-2.0's Gemma2 for the authors'
         checkpoints (a local folder), else the frozen base's last hidden states (small models)."""
         if self.config.diffusion.text_encoder == "gemma2":
-            return self._lumina_text().encode(prompts)
+            encoder = self._lumina_text()
+            self._use("text_encoder")
+            return encoder.encode(prompts)
         chat, ar = self.parts.chat, self.parts.ar
         rows = [chat.encode(p)[: self.config.diffusion.max_text_tokens] or [chat.tok.pad_token_id] for p in prompts]
         L = max(map(len, rows))
@@ -184,11 +186,15 @@ class STAR:
         self._check(tokens)
         d = self.defaults
         size = size or d.diffusion_size
-        base_text = self.config.diffusion.text_encoder != "gemma2"  # small models: the base encodes the text
-        self._use(*(("ar",) if base_text else ()), "vq", "diffusion")  # else the AR can stay offloaded
+        gemma = self.config.diffusion.text_encoder == "gemma2"
+        if gemma:  # Gemma2 encodes the text first, then makes room: the AR stays offloaded throughout
+            text, mask = self.text_features(tokens.prompts)
+            null = self._lumina_text().null(1)
+            self._use("vq", "diffusion")
+        else:  # small models: the frozen base encodes the text
+            self._use("ar", "vq", "diffusion")
+            (text, mask), null = self.text_features(tokens.prompts), None
         embeds = self.parts.vq.embed(tokens.ids.to(self.device))
-        text, mask = self.text_features(tokens.prompts)
-        null = self._lumina_text().null(1) if self.config.diffusion.text_encoder == "gemma2" else None
         src = source if source is not None else tokens.source
         gen = torch.Generator(self.device).manual_seed(int(seed))
         out = self.parts.diffusion.decode(
@@ -200,7 +206,7 @@ class STAR:
         return out.float().cpu()
 
     def _lumina_text(self):
-        if getattr(self, "_lumina", None) is None:
+        if self.parts.text_encoder is None:
             from .diffusion.text import LuminaTextEncoder
             path = self.config.diffusion.lumina_path
             if not path:
@@ -209,8 +215,10 @@ class STAR:
             # the DiT's RoPE has axes_lens[0] caption positions, and the image starts after the caption
             limit = self.parts.diffusion.transformer.config.axes_lens[0] - 1 if self.parts.diffusion else 10 ** 9
             length = min(self.config.diffusion.max_text_tokens, limit)
-            self._lumina = LuminaTextEncoder.from_folder(path, dtype=self.dtype, max_length=length).to(self.device)
-        return self._lumina
+            self.parts.text_encoder = LuminaTextEncoder.from_folder(path, dtype=self.dtype, max_length=length)
+            if self.placement is None:  # no manager: everything lives on the model's device
+                self.parts.text_encoder.to(self.device)
+        return self.parts.text_encoder
 
     def _check(self, tokens: Tokens):
         if tokens.codebook_of != self.key:

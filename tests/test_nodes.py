@@ -365,6 +365,24 @@ def test_loader_cuda_without_gpu_says_so(ckpt_name):
         run("STARModelLoader", ckpt_name=ckpt_name, base_folder="", lumina_folder="", dtype="auto", device="cuda")
 
 
+def test_a_part_read_on_first_use_joins_comfy_model_management(ckpt_name):
+    """Gemma2 (authors' checkpoints) is read on first use; it must still get a ModelPatcher, so
+    ComfyUI can offload it while the DiT runs. Stood in for here by a small module."""
+    star = run("STARModelLoader", ckpt_name=ckpt_name, base_folder="", lumina_folder="", dtype="auto",
+               device="cpu")[0]
+    assert set(star.patchers) == set(star.parts.modules())
+    late = torch.nn.Linear(4, 4)
+    star.parts.text_encoder = late
+    try:
+        star._use("text_encoder")
+        assert star.patchers["text_encoder"].model is late
+        assert any(m.model is star.patchers["text_encoder"] for m in mm.current_loaded_models)
+    finally:
+        star.parts.text_encoder = None
+        patcher = star.patchers.pop("text_encoder", None)
+        mm.current_loaded_models[:] = [m for m in mm.current_loaded_models if m.model is not patcher]
+
+
 def test_loader_caches_and_fingerprints_the_file(comfy_dirs, ckpt_name):
     src = DEFAULT_CHECKPOINT if REAL else comfy_dirs / "models/star" / ckpt_name
     dst = comfy_dirs / "models/star/fingerprint.safetensors"

@@ -302,7 +302,9 @@ def test_diffusion_decoding_with_gemma2_lets_the_ar_model_stay_offloaded(star):
         star.decode_diffusion(tokens, size=16, steps=1, seed=0)
     finally:
         star.placement = None
-    assert asked == [{"vq", "diffusion"}]  # Gemma2 encodes the text: the base is not needed
+    # Gemma2 encodes the text alone, then makes room for the decoder: the AR is never asked for
+    assert asked == [{"text_encoder"}, {"vq", "diffusion"}]
+    assert "text_encoder" in star.parts.modules()  # a managed part like the others
 
 
 def test_convert_gives_the_same_model(release, star, tmp_path):
