@@ -118,7 +118,7 @@ def test_frozen_params_stay_bit_identical_and_are_not_saved(tmp_path, reference)
 
     ckpt = load_checkpoint(tmp_path / "checkpoint.safetensors")
     assert ckpt.step == 20
-    assert set(ckpt.model) == {"mid.weight", "mid.bias", "head.weight", "head.bias"}
+    assert set(ckpt.model) == {"mid.weight", "mid.bias", "head.weight", "head.bias"}  # Tiny has no buffers
     assert len(ckpt.optimizer["state"]) == 4  # one AdamW state per trainable tensor, none for frozen ones
     assert all(torch.equal(ckpt.model[k], after[k]) for k in ckpt.model)
     assert same(after, reference[0])  # and checkpointing changes nothing in the math
@@ -172,6 +172,35 @@ def test_exception_in_on_step_propagates_and_resume_is_bitwise_exact(tmp_path, r
     assert untimed(result.log) == untimed(reference[1].log)  # log.jsonl cut back to step 10, then continued
     lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert untimed(lines) == untimed(reference[1].log)
+
+
+class Counting(Tiny):
+    """Its forward depends on a persistent buffer that training changes (as a VQ's dead-code
+    counters do): a resume that lost the buffer would not match the uninterrupted run."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+        return super().forward(x) * (1 + 0.01 * self.calls)
+
+
+def test_persistent_buffers_are_checkpointed_and_resumed(tmp_path):
+    torch.manual_seed(0)
+    ref = Counting()
+    train(ref, make_batch, loss_fn, targs(tmp_path / "ref"))
+    torch.manual_seed(0)
+    with pytest.raises(Stop):
+        train(Counting(), make_batch, loss_fn, targs(tmp_path / "run"), on_step=stop_at(12))
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
+    assert ckpt.extra["buffers"] == ["calls"] and float(ckpt.model["calls"]) == 10
+    torch.manual_seed(0)
+    model = Counting()
+    train(model, make_batch, loss_fn, targs(tmp_path / "run"))
+    assert float(model.calls) == 20 and same(weights(model), weights(ref))
 
 
 def test_cancel_stops_gracefully_checkpoints_and_resumes_exactly(tmp_path, reference):

@@ -126,12 +126,13 @@ def train(model: torch.nn.Module, make_batch: Callable, loss_fn: Callable, args:
     acc = _accelerator(args)
     rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
     trainable = _trainable(model, acc)
+    buffers = _state_buffers(model)
     device = acc.device if world > 1 else trainable[0][1].device  # one process: train where the caller put it
     bf16 = _use_bf16(args.mixed_precision, device)
     out = Path(args.out_dir) if args.out_dir else None
 
     ckpt = _start(out, args, acc)
-    wrapped, optimizer = _prepare(acc, model, trainable, ckpt, args)
+    wrapped, optimizer = _prepare(acc, model, trainable, buffers, ckpt, args)
     result = _result_so_far(out, ckpt, acc)
     start = result.steps_done
     acc.print(f"[train] {world} process(es) on {device}, {'bf16' if bf16 else 'fp32'}, steps {start}→{args.steps}"
@@ -154,7 +155,7 @@ def train(model: torch.nn.Module, make_batch: Callable, loss_fn: Callable, args:
             if _due(done, args.log_every, args.steps):
                 _log(result, out, main, done, stats, grad_norm, time.time() - t0)
             if out is not None and _due(done, args.save_every, args.steps):
-                result.checkpoint = _save(out, acc, trainable, optimizer, done, args, result)
+                result.checkpoint = _save(out, acc, trainable, buffers, optimizer, done, args, result)
                 saved = done
             if on_sample is not None and args.sample_every > 0 and done % args.sample_every == 0 and main:
                 _sample(on_sample, model, done)
@@ -163,7 +164,7 @@ def train(model: torch.nn.Module, make_batch: Callable, loss_fn: Callable, args:
             if on_step is not None:
                 on_step(done, args.steps, stats)
         if result.cancelled and out is not None and saved != result.steps_done:
-            result.checkpoint = _save(out, acc, trainable, optimizer, result.steps_done, args, result)
+            result.checkpoint = _save(out, acc, trainable, buffers, optimizer, result.steps_done, args, result)
     finally:
         bar.close()
         _release(acc, model, optimizer, device)
@@ -191,6 +192,13 @@ def _trainable(model, acc) -> list[tuple[str, torch.nn.Parameter]]:
     return trainable
 
 
+def _state_buffers(model) -> list[tuple[str, torch.Tensor]]:
+    """Persistent buffers that training changes (a quantizer's dead-code counters): checkpointed
+    beside the weights, so a resumed run goes on exactly as the uninterrupted one would."""
+    keys = set(model.state_dict())
+    return [(n, b) for n, b in model.named_buffers() if n in keys]
+
+
 def _use_bf16(mixed_precision: str, device: torch.device) -> bool:
     if mixed_precision == "auto":
         return device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -207,10 +215,11 @@ def _optimizer(trainable, args: TrainArgs) -> torch.optim.AdamW:
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=args.lr)
 
 
-def _prepare(acc, model, trainable, ckpt, args: TrainArgs):
+def _prepare(acc, model, trainable, buffers, ckpt, args: TrainArgs):
     """(model for loss_fn — DDP-wrapped when several processes —, optimizer), with the checkpoint's state."""
     if ckpt is not None:
-        _load_weights(trainable, ckpt)  # before DDP wraps the model, which broadcasts rank 0's weights
+        _load_weights(trainable, ckpt)
+        _load_buffers(buffers, ckpt)  # before DDP wraps the model, which broadcasts rank 0's weights
     wrapped = acc.prepare(model)
     optimizer = _optimizer(trainable, args)
     if ckpt is not None:
@@ -265,6 +274,15 @@ def _load_weights(trainable, ckpt):
                 raise CheckpointError(f"{ckpt.path}: {name} is {tuple(t.shape)} in the file, "
                                       f"{tuple(p.shape)} in the model")
             p.copy_(t)
+
+
+def _load_buffers(buffers, ckpt):
+    """Buffers the checkpoint holds (older checkpoints hold none: those keep their current values)."""
+    saved = set(ckpt.extra.get("buffers", []))
+    with torch.no_grad():
+        for name, b in buffers:
+            if name in saved:
+                b.copy_(ckpt.model[name])
 
 
 def _load_optimizer(optimizer, ckpt):
@@ -341,12 +359,13 @@ def _log(result: TrainResult, out, main, done, stats, grad_norm, elapsed):
             f.write(json.dumps(entry) + "\n")
 
 
-def _save(out: Path, acc, trainable, optimizer, step, args, result) -> str:
+def _save(out: Path, acc, trainable, buffers, optimizer, step, args, result) -> str:
     path = out / CHECKPOINT
     if acc.is_main_process:
         extra = {"args": asdict(args), "params": [n for n, _ in trainable], "losses": result.losses,
-                 "world_size": acc.num_processes}
-        save_checkpoint(path, {n: p for n, p in trainable}, optimizer.state_dict(), step, extra)
+                 "world_size": acc.num_processes, "buffers": [n for n, _ in buffers]}
+        tensors = {**{n: b for n, b in buffers}, **{n: p for n, p in trainable}}
+        save_checkpoint(path, tensors, optimizer.state_dict(), step, extra)
     acc.wait_for_everyone()
     return str(path)
 
