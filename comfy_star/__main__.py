@@ -29,7 +29,7 @@ def main(argv=None):
     t.add_argument("--workers", type=int, default=0, help="data worker processes")
     t.add_argument("--seconds", type=float, default=0,
                    help="time budget per stage: fewer steps if the schedule would not fit (0: no limit)")
-    t.add_argument("--stages", default="stage0,stage1,stage2,stage3,stage4,final",
+    t.add_argument("--stages", default="stage0,stage1,stage1b,stage2,stage3,stage4,final",
                    help="which stages to run; the others must be done already (their files in --out)")
     t.add_argument("--start-from", default=None,
                    help="all: a finished star-shapes checkpoint ('embedded' for the shipped one) whose parts stand "

@@ -26,10 +26,17 @@ class VQConfig:
     z_channels: int = 512
     num_res_blocks: int = 2
     attn_heads: int = 8
+    # "vqgan": the release's conv encoder (every token sees the whole image, through convs,
+    # attention and GroupNorm's image-wide statistics); "patch": each downsample² patch alone,
+    # so a token is a function of its patch only and the same patch is the same code anywhere.
+    encoder: str = "vqgan"
     # training-time codebook projector (FVQ / VQGAN-LC): codebook = proj(frozen_init).
     # Exported to a plain codebook after training, so inference never needs it.
     projector_dim: int = 0  # 0: no projector
     projector_depth: int = 0  # 0: a linear projector; 2: FVQ's VQBridge in miniature (2 transformer blocks)
+    # training-time dead-code restarts for a plain codebook: every N training forwards, codes no
+    # latent chose since the last restart are re-seeded from the batch's latents (0: off)
+    restart_every: int = 0
 
     @property
     def downsample(self) -> int:
@@ -207,6 +214,8 @@ SHAPES_TRANSFORMER = {
 def _star_shapes():
     return STARConfig(
         name="star-shapes", image_size=64,
+        # the shipped file uses the conv encoder; `encoder="patch", restart_every=20,
+        # projector_dim=0, projector_depth=0` is the experiment in README § star-shapes
         vq=VQConfig(codebook_size=1024, codebook_dim=32, ch=32, ch_mult=(1, 2, 2, 4), z_channels=64,
                     num_res_blocks=1, attn_heads=1, projector_dim=32, projector_depth=2),
         ar=ARConfig(base=copy.deepcopy(SHAPES_BASE), num_stacked_layers=2, adapter_depth=2, tokenizer="bytes",

@@ -2,7 +2,8 @@
 # Train the embedded default on a lent GPU box (see README § Training the default model).
 # Runs stages in parallel where they are independent; each stage gets a time budget.
 #   bash scripts/device_train.sh PHASE OUT_DIR SECONDS
-#   PHASE a: stage0 (base VLM) ∥ stage1 (VQ)          PHASE b: stage2→stage4 (AR) ∥ stage3 (decoder), then final
+#   PHASE a: stage0 (base VLM) ∥ stage1 (VQ)
+#   PHASE b: stage2→stage4 (AR) ∥ stage1b (VQ decoder) → stage3 (diffusion decoder), then final
 set -euo pipefail
 phase=$1; out=$2; secs=$3
 if [ -d .whl ]; then  # the box's transformers is older than ours; bring ours as wheels
@@ -18,7 +19,8 @@ case $phase in
      train --stages stage1 --batch 64 --seconds "$secs" > "$out.stage1.log" 2>&1 &
      wait ;;
   b) train --stages stage2,stage4 --batch 128 --seconds $((secs * 45 / 100)) > "$out.stage24.log" 2>&1 &
-     train --stages stage3 --batch 64 --seconds "$secs" > "$out.stage3.log" 2>&1 &
+     { train --stages stage1b --batch 64 --seconds $((secs * 30 / 100)) &&
+       train --stages stage3 --batch 64 --seconds $((secs * 70 / 100)); } > "$out.stage13.log" 2>&1 &
      wait
      train --stages final ;;
 esac

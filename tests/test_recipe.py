@@ -39,7 +39,13 @@ def test_every_stage_runs_and_the_result_loads_and_generates(tmp_path):
     """A smoke run of the whole curriculum (2 steps a stage): the pack's own recipe produces a
     checkpoint that the pipeline loads and samples from; the base stays frozen after stage 0."""
     final = train_shapes(tmp_path, Schedule(batch=2, scale=1e-6), device="cpu")
-    assert {p.name for p in tmp_path.glob("stage*.safetensors")} == {f"stage{i}.safetensors" for i in range(5)}
+    assert {p.name for p in tmp_path.glob("stage*.safetensors")} == \
+        {f"stage{i}.safetensors" for i in ("0", "1", "1b", "2", "3", "4")}
+    vq1, vq1b = load_file(str(tmp_path / "stage1.safetensors")), load_file(str(tmp_path / "stage1b.safetensors"))
+    for k, v in vq1b.items():  # stage 1b tunes the decoder only: the tokens the AR learned stay the same
+        if k.startswith(("encoder.", "quant_conv.")):  # (the codebook was exported in between)
+            assert torch.equal(v, vq1[k]), k
+    assert any(not torch.equal(vq1b[k], vq1[k]) for k in vq1b if k.startswith("decoder."))
     base0 = load_file(str(tmp_path / "stage0.safetensors"))
     shipped = read_tensors(final)
     for k, v in base0.items():  # stages 1-4 never touched the frozen base (fp16 in the shipped file)

@@ -226,3 +226,52 @@ def test_vq_loss_and_gradients():
     assert {"l1", "l2", "edge", "codebook", "commit", "utilisation", "perplexity"} <= set(stats)
     assert all(isinstance(v, float) for v in stats.values())
     assert all(p.grad is not None for p in model.parameters())  # none unused: DDP needs no find_unused
+
+
+# --- the patch encoder and dead-code restarts (star-shapes' tokenizer) ---------------------------
+
+def test_patch_encoder_codes_depend_on_their_patch_alone():
+    model = tiny(encoder="patch")
+    spread_codebook(model)
+    x = images(1, 16, 24)
+    ids = model.encode(x)
+    assert ids.shape == (1, 8, 12)
+    y = x.clone()
+    y[..., :2, :2] = -y[..., :2, :2]  # change the top-left patch only
+    changed = model.encode(y) != ids
+    changed[0, 0, 0] = False
+    assert not changed.any()  # no other token moved: the conv encoder gives no such promise
+    flat = torch.full((1, 3, 16, 24), 0.5)
+    assert model.encode(flat).unique().numel() == 1  # a flat image is one code wherever it lies
+
+
+def test_dead_codes_restart_from_the_batch_and_export_drops_the_bookkeeping():
+    model = tiny(encoder="patch", restart_every=3).train()
+    x = images(4)
+    model(x)  # the first training forward seeds the whole codebook from this batch's latents
+    z = model.encode_latent(x).permute(0, 2, 3, 1).reshape(-1, 8)
+    rows = model.quantize.embedding.weight.detach()
+    dist = torch.cdist(rows, z, compute_mode="donot_use_mm_for_euclid_dist")
+    assert dist.min(1).values.max() < 1e-6  # every code is one of the latents
+    assert model.encode(x).unique().numel() > 8  # no collapse onto a handful of codes
+    used = set(model.encode(x).flatten().tolist())
+    before = rows.clone()
+    model(images(4, seed=1)), model(images(4, seed=2)), model(images(4, seed=3))  # the 4th forward restarts
+    moved = (model.quantize.embedding.weight != before).any(1)
+    assert not any(moved[i] for i in used)  # codes in use are never re-seeded
+    assert "quantize.code_usage" in model.state_dict()  # resumable: the window is in the checkpoint
+    model.export_codebook()
+    assert "quantize.code_usage" not in model.state_dict() and "quantize.forwards" not in model.state_dict()
+    fresh = tiny(encoder="patch")
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(fresh.encode(x), model.eval().encode(x))
+
+
+def test_restarts_refuse_a_projector():
+    with pytest.raises(ValueError, match="plain codebook"):
+        tiny(projector_dim=8, encoder="patch", restart_every=3)
+
+
+def test_unknown_encoder_is_named():
+    with pytest.raises(ValueError, match="encoder 'resnet'"):
+        tiny(encoder="resnet")

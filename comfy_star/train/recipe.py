@@ -31,7 +31,7 @@ from .prefetch import Prefetched, to_device
 from .runner import TrainArgs, train
 
 
-ALL_STAGES = ("stage0", "stage1", "stage2", "stage3", "stage4", "final")
+ALL_STAGES = ("stage0", "stage1", "stage1b", "stage2", "stage3", "stage4", "final")
 
 
 @dataclass
@@ -39,6 +39,7 @@ class Schedule:
     """Steps per stage; `scale` shrinks them all for a smoke run."""
     stage0: int = 6000
     stage1: int = 3000
+    stage1b: int = 3000
     stage2: int = 6000
     stage3: int = 3000
     stage4: int = 3000
@@ -60,8 +61,10 @@ def device_of(module):
 
 
 def fit_steps(module, make_batch, loss_fn, seconds: float, probe: int = 6) -> int:
-    """How many steps fit in `seconds`: time a few forward/backward passes (weights untouched)."""
+    """How many steps fit in `seconds`: time a few forward/backward passes (weights and buffers
+    untouched: a training forward may change state, e.g. a VQ's dead-code restarts)."""
     device = device_of(module)
+    state = {k: v.clone() for k, v in module.state_dict().items()}
     batches = [to_device(make_batch(10**6 + i), device) for i in range(probe)]
     loss_fn(module, batches[0])[0].backward()  # warm up
     if device.type == "cuda":
@@ -72,6 +75,7 @@ def fit_steps(module, make_batch, loss_fn, seconds: float, probe: int = 6) -> in
     if device.type == "cuda":
         torch.cuda.synchronize()
     module.zero_grad(set_to_none=True)
+    module.load_state_dict(state)
     per_step = (time.time() - t) / (probe - 1) * 1.15  # + optimizer step and logging
     log(f"  {per_step * 1e3:.0f} ms/step → {int(seconds / per_step)} steps in {seconds:.0f}s")
     return max(2, int(seconds / per_step))
@@ -111,11 +115,12 @@ def run_stage(out: Path, name: str, module, make_batch, loss_fn, steps, batch, l
 
 
 # which part of a star-shapes checkpoint each stage trained, and the prefix its module's keys lose
-STAGE_PARTS = {"stage0": ("ar.base.",), "stage1": ("vq.",), "stage2": ("ar.stack.", "ar.adapter.", "ar.head."),
-               "stage3": ("diffusion.",)}
+STAGE_PARTS = {"stage0": ("ar.base.",), "stage1": ("vq.",), "stage1b": ("vq.decoder.", "vq.post_quant_conv."),
+               "stage2": ("ar.stack.", "ar.adapter.", "ar.head."), "stage3": ("diffusion.",)}
+STAGE_ROOT = {"stage0": "ar.base.", "stage1": "vq.", "stage1b": "vq.", "stage2": "ar.", "stage3": "diffusion."}
 
 
-def unpack_checkpoint(path, out: Path, stages=("stage0", "stage1", "stage2", "stage3")) -> list[str]:
+def unpack_checkpoint(path, out: Path, stages=("stage0", "stage1", "stage1b", "stage2", "stage3")) -> list[str]:
     """Write `<out>/<stage>.safetensors` for each of `stages` from a finished star-shapes checkpoint
     (e.g. the embedded one), so that the curriculum continues from it: `train all --start-from CKPT
     --stages stage4,final` tunes the shipped stack further. Existing stage files are never replaced."""
@@ -130,7 +135,7 @@ def unpack_checkpoint(path, out: Path, stages=("stage0", "stage1", "stage2", "st
             log(f"{stage}: {done} exists, kept")
             continue
         prefixes = STAGE_PARTS[stage]
-        drop = len("ar.base.") if stage == "stage0" else len("ar.") if stage == "stage2" else len(prefixes[0])
+        drop = len(STAGE_ROOT[stage])
         state = {k[drop:]: v.float() if v.is_floating_point() else v
                  for k, v in tensors.items() if k.startswith(prefixes)}
         if not state:
@@ -202,6 +207,16 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
         vq.export_codebook()
     freeze(vq)
 
+    # stage 1b: the VQ decoder alone, on the tokens stage 1 fixed. The encoder and codebook (what
+    # the AR and the diffusion decoder learn from) do not move, so it runs beside stages 2-4.
+    if {"stage1b", "final"} & set(stages) or (out / "stage1b.safetensors").exists():
+        for part in (vq.decoder, vq.post_quant_conv):
+            part.requires_grad_(True).train()
+        mb1b = lambda step, rank=0, world=1: vq_batch(step, B, cfg.image_size, seed + 1 + rank * 7919)
+        run_stage(out, "stage1b", vq, mb1b, lambda m, x: vq_loss(m, x.to(device)), sched.steps("stage1b"), B,
+                  5e-4, seed, workers, run="stage1b" in stages, seconds=seconds, **tune)
+        freeze(vq)
+
     # stage 2: the stack starts as a copy of the trained base's last N layers (vlm init)
     parts.ar = StackedAR(base, cfg.ar, cfg.vq.codebook_dim, cfg.vq.codebook_size, init="vlm").to(device)
     if {"stage2", "stage4"} & set(stages):
@@ -233,7 +248,7 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
                   run="stage4" in stages, seconds=seconds, samples=lambda path: sample_strip(parts, path), **tune)
     if "final" not in stages:
         return out
-    cfg.vq.projector_dim = cfg.vq.projector_depth = 0  # the codebook was exported: a plain codebook ships
+    cfg.vq.projector_dim = cfg.vq.projector_depth = cfg.vq.restart_every = 0  # exported: a plain codebook ships
 
     for m in parts.modules().values():
         freeze(m)

@@ -1,4 +1,5 @@
-"""Stage 1: STAR-VQ from scratch, on Shapes-world images, with the codebook projector.
+"""Stage 1: STAR-VQ from scratch, on Shapes-world images (codebook projector, or a plain codebook
+with dead-code restarts).
 
     loss = L1 + L2 + edge (image gradients) + codebook + commitment
 
@@ -15,7 +16,15 @@ use, and the detector read 99 % of reconstructed scenes; a plain codebook gave 1
 800 steps at batch 16 are far from that: linear projector MSE 0.019 (56 % use), bridge collapsed.
 
     python -m comfy_star.train.stage1_vq --device cuda --steps 4000 --batch-size 64 --workers 6 \
-        --projector-depth 2 --out vq.safetensors --grid recon.png
+        --projector-dim 32 --projector-depth 2 --out vq.safetensors --grid recon.png
+
+Those numbers are for the conv (VQGAN) encoder, whose tokens turned out holistic: a plain white
+image took 29 different codes of its 64, and the stacked AR could not learn such targets on a CPU budget
+(CE 3.5 nats/token). The experiment with the patch encoder (`VQConfig.encoder = "patch"`) with a
+plain codebook and dead-code restarts every 20 steps: on a 2-core CPU, 600 steps at batch 32 (the
+decoder warm-started from the conv VQ's) gave MSE 5.5e-3, 76 % codebook use, detector 34 %; the
+decoder alone (stage 1b) then 825 + 497 steps: MSE 3.1e-3, detector 62.5 %, and the AR's CE fell
+to 0.85 nats/token after stage 4; it was not shipped because its decoder is weaker (README).
 """
 from __future__ import annotations
 
@@ -232,5 +241,7 @@ if __name__ == "__main__":
     cfg = preset(a.preset)
     if a.projector_dim is not None:
         cfg.vq.projector_dim = a.projector_dim
+        if a.projector_dim:  # a projector-made codebook needs no restarts (and cannot take them)
+            cfg.vq.restart_every = 0
     train_vq(cfg.vq, a.steps, a.batch_size, a.lr, a.device, a.seed, a.out, image_size=cfg.image_size,
              workers=a.workers, projector_depth=a.projector_depth, heldout=a.heldout, grid_path=a.grid)

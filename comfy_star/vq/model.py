@@ -132,6 +132,27 @@ class Encoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))  # (B, z, h, w)
 
 
+class PatchEncoder(nn.Module):
+    """Each f×f patch on its own (f = the downsample): pixel-unshuffle, then a per-patch MLP as
+    1×1 convs. No padding, no attention, no image-wide normalisation, so a token depends on its
+    patch alone: a flat background is one code wherever it lies, and an edit that leaves a patch
+    alone leaves its code alone, which is what makes the AR's targets learnable for a small model."""
+
+    def __init__(self, c: VQConfig, in_channels: int = 3):
+        super().__init__()
+        f, width = c.downsample, 4 * c.z_channels
+        self.unshuffle = nn.PixelUnshuffle(f)
+        self.mlp = nn.Sequential(nn.Conv2d(in_channels * f * f, width, 1), nn.SiLU(),
+                                 nn.Conv2d(width, width, 1), nn.SiLU(),
+                                 nn.Conv2d(width, c.z_channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.unshuffle(x))  # (B, 3, H, W) → (B, 3·f², h, w) → (B, z, h, w)
+
+
+ENCODERS = {"vqgan": Encoder, "patch": PatchEncoder}
+
+
 class Decoder(nn.Module):
     """Mirror of the encoder, coarsest level first, with one more resnet block per level."""
 
@@ -162,10 +183,13 @@ class STARVQ(nn.Module):
         projector_depth = config.projector_depth if projector_depth is None else projector_depth
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config)
+        if config.encoder not in ENCODERS:
+            raise ValueError(f"VQConfig.encoder {config.encoder!r}: expected one of {sorted(ENCODERS)}")
+        self.encoder = ENCODERS[config.encoder](config)
         self.quant_conv = nn.Conv2d(config.z_channels, config.codebook_dim, 1)
         self.quantize = VectorQuantizer(config.codebook_size, config.codebook_dim,
-                                        projector_dim=config.projector_dim, projector_depth=projector_depth)
+                                        projector_dim=config.projector_dim, projector_depth=projector_depth,
+                                        restart_every=config.restart_every)
         self.post_quant_conv = nn.Conv2d(config.codebook_dim, config.z_channels, 1)
         self.decoder = Decoder(config)
 

@@ -33,9 +33,16 @@ class VectorQuantizer(nn.Module):
     """
 
     def __init__(self, codebook_size: int, dim: int, beta: float = 0.25, projector_dim: int = 0,
-                 projector_depth: int = 0, l2_norm: bool = False):
+                 projector_depth: int = 0, l2_norm: bool = False, restart_every: int = 0):
         super().__init__()
         self.codebook_size, self.dim, self.beta, self.l2_norm = codebook_size, dim, beta, l2_norm
+        self.restart_every = restart_every
+        if restart_every:
+            if projector_dim > 0:
+                raise ValueError("dead-code restarts need a plain codebook: set projector_dim=0 or restart_every=0")
+            # persistent, so a resumed run restarts exactly as the uninterrupted one would
+            self.register_buffer("code_usage", torch.zeros(codebook_size))
+            self.register_buffer("forwards", torch.zeros((), dtype=torch.long))
         if projector_dim > 0:
             self.register_buffer("base", fixed_basis(codebook_size, projector_dim))  # (K, p)
             self.projector = CodebookProjector(codebook_size, projector_dim, dim, depth=projector_depth)
@@ -76,6 +83,8 @@ class VectorQuantizer(nn.Module):
             z = F.normalize(z, dim=-1)
         codebook = self.codebook()  # (K, d)
         ids = self.lookup(z.reshape(-1, d), codebook).view(B, h, w)
+        if self.training and self.restart_every:
+            self.restart_dead_codes(z.reshape(-1, d), ids.flatten())
         z_q = F.embedding(ids, codebook)  # (B, h, w, d), differentiable w.r.t. the codebook
         losses = {
             "codebook": F.mse_loss(z_q.float(), z.detach().float()),            # codes move to the encoder
@@ -85,8 +94,30 @@ class VectorQuantizer(nn.Module):
         return z_q.permute(0, 3, 1, 2), ids, losses
 
     @torch.no_grad()
+    def restart_dead_codes(self, z: torch.Tensor, ids: torch.Tensor) -> None:
+        """z (N, d) latents, ids (N,) their codes. Every `restart_every` forwards (the first
+        included, which seeds the whole codebook from data), re-seed the codes no earlier batch
+        chose since the last restart with random latents of this batch: without it a fresh plain codebook
+        collapses onto a handful of codes. Dead codes are unused, so this never moves a code
+        that a reconstruction relies on."""
+        if int(self.forwards) % self.restart_every == 0:  # usage counts the window's earlier batches
+            dead = (self.code_usage == 0).nonzero().flatten()
+            gen = torch.Generator().manual_seed(int(self.forwards))  # a pure function of the step
+            pick = torch.randint(len(z), (len(dead),), generator=gen).to(z.device)
+            self.embedding.weight[dead] = z[pick].to(self.embedding.weight)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.broadcast(self.embedding.weight.data, 0)  # ranks saw different latents
+            self.code_usage.zero_()
+        self.code_usage += torch.bincount(ids, minlength=self.codebook_size).to(self.code_usage)
+        self.forwards += 1
+
+    @torch.no_grad()
     def export_codebook(self) -> None:
-        """Replace the projector by the plain table it produces (the release's layout)."""
+        """Replace the projector by the plain table it produces (the release's layout), and drop
+        the restart bookkeeping: an exported VQ is for inference."""
+        if self.restart_every:
+            del self.code_usage, self.forwards
+            self.restart_every = 0
         if not self.has_projector:
             return
         table = self.projector(self.base)  # not normalised: l2_norm is applied on use, as in LlamaGen
@@ -100,6 +131,9 @@ class VectorQuantizer(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         state_dict.pop(prefix + "codebook_used", None)  # the release's usage counter: not ours to keep
+        if not self.restart_every:  # restart bookkeeping in a training checkpoint, read for inference
+            state_dict.pop(prefix + "code_usage", None)
+            state_dict.pop(prefix + "forwards", None)
         table = state_dict.get(prefix + "embedding.weight")
         if self.has_projector and table is not None and not any(k.startswith(prefix + "projector.") for k in state_dict):
             self._become_plain(table.shape, self.base.device, self.base.dtype)  # an exported checkpoint
