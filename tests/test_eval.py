@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import torch
 
 from comfy_star import data
 from comfy_star.eval import benchmarks
@@ -36,7 +37,18 @@ def test_a_generator_that_ignores_the_prompt_scores_zero():
     assert scores["overall"] == 0.0 and scores["diag_named_colours"] == 0.0
 
 
-def test_vq_roundtrip_on_the_embedded_model_is_a_share():
+def test_vq_roundtrip_of_the_embedded_model_reads_back_the_scenes():
+    """The shipped VQ (0.983 of 120 in the README) gives back scenes the detector reads; a decoder
+    that ignores its tokens scores 0."""
     from comfy_star.pipeline import STAR
-    share = benchmarks.vq_roundtrip(STAR.from_pretrained(device="cpu"), 8, 0)
-    assert 0.0 <= share <= 1.0 and share * 8 == int(share * 8)
+    star = STAR.from_pretrained(device="cpu")
+    assert benchmarks.vq_roundtrip(star, 16, 0) >= 0.85
+    conv = star.parts.vq.post_quant_conv.weight
+    saved = conv.detach().clone()
+    try:
+        with torch.no_grad():
+            conv.zero_()  # every token now decodes to the same picture
+        assert benchmarks.vq_roundtrip(star, 16, 0) == 0.0
+    finally:
+        with torch.no_grad():
+            conv.copy_(saved)

@@ -98,8 +98,8 @@ class VectorQuantizer(nn.Module):
         """z (N, d) latents, ids (N,) their codes. Every `restart_every` forwards (the first
         included, which seeds the whole codebook from data), re-seed the codes no earlier batch
         chose since the last restart with random latents of this batch: without it a fresh plain codebook
-        collapses onto a handful of codes. Dead codes are unused, so this never moves a code
-        that a reconstruction relies on."""
+        collapses onto a handful of codes. Codes the window's batches used never move; a code only
+        this batch chose may (its patches get the new value now and are looked up again next step)."""
         if int(self.forwards) % self.restart_every == 0:  # usage counts the window's earlier batches
             dead = (self.code_usage == 0).nonzero().flatten()
             gen = torch.Generator().manual_seed(int(self.forwards))  # a pure function of the step
