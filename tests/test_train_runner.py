@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from comfy_star.checkpoint import CheckpointError  # noqa: E402
 from comfy_star.train import checkpointing  # noqa: E402
 from comfy_star.train.checkpointing import load_checkpoint, prev_path, save_checkpoint, save_file_safely  # noqa: E402
-from comfy_star.train.runner import TrainArgs, launch_info, lr_at, train  # noqa: E402
+from comfy_star.train.runner import TrainArgs, agree_min, barrier, launch_info, lr_at, train  # noqa: E402
 
 
 class Tiny(nn.Module):
@@ -405,6 +405,8 @@ def test_two_process_cpu_run_with_torchrun(tmp_path):
 def test_launch_info_single_process():
     rank, world, device = launch_info()
     assert (rank, world) == (0, 1) and isinstance(device, torch.device)
+    assert agree_min(7) == 7  # nothing to agree with
+    barrier()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -443,6 +445,9 @@ def _run_to_be_killed(out, steps, threads):
 def _ddp(out):
     rank, world, device = launch_info()
     assert world == 2 and device.type == "cpu", (world, device)
+    # a step budget each rank timed on its own (`train all --seconds`) is agreed: the smallest wins
+    assert agree_min(10 + 5 * rank) == 10
+    barrier()
     model, wrappers = tiny_model(), set()
 
     def ddp_loss(wrapped, batch):

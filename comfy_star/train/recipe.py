@@ -28,7 +28,7 @@ from ..checkpoint import save_star
 from ..config import preset
 from . import stage0_vlm, stage2_ar
 from .prefetch import Prefetched, to_device
-from .runner import TrainArgs, train
+from .runner import TrainArgs, agree_min, barrier, launch_info, train
 
 
 ALL_STAGES = ("stage0", "stage1", "stage1b", "stage2", "stage3", "stage4", "final")
@@ -99,8 +99,8 @@ def run_stage(out: Path, name: str, module, make_batch, loss_fn, steps, batch, l
     if init.exists():  # warm start from an earlier run's weights (a fresh optimizer and schedule)
         log(f"{name}: starting from {init}")
         module.load_state_dict(load_file(str(init)), strict=False)
-    if seconds:
-        steps = min(steps, fit_steps(module, make_batch, loss_fn, seconds))
+    if seconds:  # every process times its own steps; all must run the same number
+        steps = agree_min(min(steps, fit_steps(module, make_batch, loss_fn, seconds)))
     t0 = time.time()
     args = TrainArgs(out_dir=str(out / name), steps=steps, lr=lr * lr_scale, batch_size=batch, seed=seed,
                      save_every=max(100, steps // 10), log_every=50, warmup_steps=min(warmup, steps // 2),
@@ -109,7 +109,9 @@ def run_stage(out: Path, name: str, module, make_batch, loss_fn, steps, batch, l
     result = train(module, Prefetched(make_batch, steps, workers), loss_fn, args, on_sample=on_sample)
     # everything but an earlier stage's frozen base (buffers too: e.g. a VQ projector's fixed basis)
     state = {n: t.detach().cpu().contiguous() for n, t in module.state_dict().items() if not n.startswith("base.")}
-    save_file(comps._untie(state), str(done))
+    if launch_info()[0] == 0:  # one writer: every rank holds the same weights after DDP
+        save_file(comps._untie(state), str(done))
+    barrier()  # no rank goes on to load the stage file before it exists
     last = result.log[-1] if result.log else {}
     log(f"{name}: {steps} steps in {time.time() - t0:.0f}s, last {json.dumps(last)}")
 

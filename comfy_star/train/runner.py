@@ -78,6 +78,26 @@ def launch_info() -> tuple[int, int, torch.device]:
     return state.process_index, state.num_processes, state.device
 
 
+def agree_min(n: int) -> int:
+    """The smallest of `n` over all launched processes (n itself in a single process): a figure every
+    rank computes on its own, such as a step budget timed by each, must be the same everywhere, or the
+    rank with more steps waits forever in a collective at the end."""
+    state = _partial_state()
+    if state.num_processes == 1:
+        return n
+    import torch.distributed as dist
+    t = torch.tensor([n], dtype=torch.long, device=state.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
+def barrier() -> None:
+    """Wait for every launched process (nothing in a single process)."""
+    state = _partial_state()
+    if state.num_processes > 1:
+        state.wait_for_everyone()
+
+
 def _partial_state():
     """accelerate fixes CPU-or-GPU at the first PartialState() in a process. Without CUDA, a launch of
     several processes (torchrun) must say CPU, or accelerate quietly runs each one on its own."""
