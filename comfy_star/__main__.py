@@ -36,6 +36,9 @@ def main(argv=None):
                         "in for the stages not listed in --stages, e.g. --stages stage4,final tunes its stack further")
     t.add_argument("--take-checkpoint", default="", metavar="STAGE[,STAGE]",
                    help="all: stop these stages early: their latest checkpoint becomes their result")
+    t.add_argument("--vq-encoder", choices=["vqgan", "patch"], default="vqgan",
+                   help="all: STAR-VQ's encoder; 'patch' is the patch-local tokenizer of README § Experiment "
+                        "(use the same value for every stage of one --out)")
     t.add_argument("--model", default=None, help="finetune: the checkpoint to start from (default: embedded)")
     t.add_argument("--data", default=None, help="finetune: a caption folder (image + same-named .txt)")
     t.add_argument("--steps", type=int, default=200)
@@ -70,7 +73,7 @@ def main(argv=None):
         train_shapes(a.out, Schedule(batch=a.batch, scale=a.scale, lr_scale=a.lr_scale, warmup=a.warmup), device=a.device, seed=a.seed, workers=a.workers,
                      stages=tuple(a.stages.split(",")), seconds=a.seconds,
                      start_from=DEFAULT_CHECKPOINT if a.start_from == "embedded" else a.start_from,
-                     take=tuple(filter(None, a.take_checkpoint.split(","))))
+                     take=tuple(filter(None, a.take_checkpoint.split(","))), vq_encoder=a.vq_encoder)
     elif a.cmd == "train":
         from .train.finetune import finetune_cli
         finetune_cli(a)

@@ -165,8 +165,21 @@ def take_checkpoint(out: Path, name: str) -> Path:
     return done
 
 
+def shapes_config(vq_encoder: str = "vqgan"):
+    """The star-shapes preset; `vq_encoder="patch"` is the patch-local tokenizer of README § Experiment
+    (a plain codebook with dead-code restarts in place of the projector, which collapses from a cold
+    start with that encoder)."""
+    cfg = preset("star-shapes")
+    if vq_encoder == "patch":
+        cfg.vq.encoder, cfg.vq.restart_every, cfg.vq.projector_dim, cfg.vq.projector_depth = "patch", 20, 0, 0
+    elif vq_encoder != "vqgan":
+        raise ValueError(f"vq_encoder {vq_encoder!r}: expected 'vqgan' or 'patch'")
+    return cfg
+
+
 def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, device=None, seed=0,
-                 workers=0, stages=ALL_STAGES, seconds: float = 0, start_from=None, take=()) -> Path:
+                 workers=0, stages=ALL_STAGES, seconds: float = 0, start_from=None, take=(),
+                 vq_encoder: str = "vqgan") -> Path:
     sched = schedule or Schedule()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,7 +189,7 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
         unpack_checkpoint(start_from, out, [s for s in STAGE_PARTS if s not in stages])
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(seed)
-    cfg = preset("star-shapes")
+    cfg = shapes_config(vq_encoder)
     B = sched.batch
     tune = dict(lr_scale=sched.lr_scale, warmup=sched.warmup)
 
