@@ -3,6 +3,7 @@ prompt asks scores 1, one that ignores the prompt scores near 0, and the diagnos
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -52,3 +53,42 @@ def test_vq_roundtrip_of_the_embedded_model_reads_back_the_scenes():
     finally:
         with torch.no_grad():
             conv.copy_(saved)
+
+
+class Answerer:
+    """Gives the true answer to each question (told to it as the question is drawn), or always 'no'."""
+
+    def __init__(self, right: bool):
+        self.right, self.config = right, SimpleNamespace(image_size=64)
+        self.pending: dict = {}
+
+    def answer(self, image, question):
+        return self.pending.pop(question) if self.right else "no"
+
+
+def test_vqa_is_scored_per_question_kind(monkeypatch):
+    """An answerer that is always right scores 1 on every kind; one that says 'no' scores only where
+    'no' is the answer (some of `exists`), and the kinds are those the Shapes world asks."""
+    real = data.qa.question_with_kind
+    oracle = Answerer(right=True)
+
+    def remember(scene, rng):
+        q, a, kind = real(scene, rng)
+        oracle.pending[q] = a
+        return q, a, kind
+
+    monkeypatch.setattr(data.qa, "question_with_kind", remember)
+    scores = benchmarks.shapes_vqa(oracle, 60, 3)
+    kinds = {k[len("kind_"):] for k in scores if k.startswith("kind_")}
+    assert kinds == set(data.qa.QUESTION_KINDS)
+    assert all(v == 1.0 for v in scores.values())
+    monkeypatch.undo()
+    wrong = benchmarks.shapes_vqa(Answerer(right=False), 60, 3)
+    assert wrong["kind_color"] == wrong["kind_count"] == 0.0 and 0 < wrong["accuracy"] < 0.5
+
+
+def test_question_for_is_question_with_kind_without_the_kind():
+    for seed in range(20):
+        scene = data.shapes.random_scene(random.Random(seed))
+        q, a, kind = data.qa.question_with_kind(scene, random.Random(seed))
+        assert data.qa.question_for(scene, random.Random(seed)) == (q, a) and kind in data.qa.QUESTION_KINDS

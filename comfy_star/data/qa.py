@@ -17,13 +17,21 @@ REGION_WORDS = {"top-left": "at the top left", "top": "at the top", "top-right":
 
 def question_for(scene: Scene, rng: random.Random) -> tuple[str, str]:
     """(question, answer), the question type drawn evenly among those that apply."""
+    return question_with_kind(scene, rng)[:2]
+
+
+def question_with_kind(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
+    """(question, answer, kind), kind one of QUESTION_KINDS; the same draws as question_for."""
     askers = [ask_count, ask_color, ask_shape, ask_side, ask_where, ask_background, ask_exists]
     rng.shuffle(askers)
     for ask in askers:
         qa = ask(scene, rng)
         if qa:
-            return qa
-    return ask_background(scene, rng)
+            return (*qa, ask.__name__[4:])
+    return (*ask_background(scene, rng), "background")
+
+
+QUESTION_KINDS = ("count", "color", "shape", "side", "where", "background", "exists")
 
 
 def ask_count(scene, rng):

@@ -4,7 +4,7 @@
                  colour attribution) and overall, on held-out phrasings
     ShapesEdit   edit success (the detector reads the target scene) and how well the unedited
                  pixels are kept (PSNR outside the changed boxes)
-    ShapesVQA    exact-match accuracy of the frozen base's answers
+    ShapesVQA    exact-match accuracy of the frozen base's answers, overall and per question kind
     ShapesWISE   knowledge prompts, with and without implicit reasoning
     decoders     ShapesEval overall with the VQ decoder vs the diffusion decoder
     VQ           share of held-out renders the detector reads back after VQ encode → decode
@@ -66,14 +66,16 @@ def _psnr_outside(a, b, boxes) -> float:
 
 
 def shapes_vqa(star, n: int, seed: int) -> dict:
+    """Accuracy overall and per question kind (count, color, shape, side, where, background, exists)."""
     rng = random.Random(seed)
-    right = []
+    right, per = [], defaultdict(list)
     for _ in range(n):
         scene = data.shapes.random_scene(rng)
-        question, answer = data.qa.question_for(scene, rng)
+        question, answer, kind = data.qa.question_with_kind(scene, rng)
         got = star.answer(data.shapes.render(scene, star.config.image_size), question)
         right.append(_norm(got) == _norm(answer))
-    return {"accuracy": float(np.mean(right))}
+        per[kind].append(right[-1])
+    return {"accuracy": float(np.mean(right)), **{f"kind_{k}": float(np.mean(per[k])) for k in sorted(per)}}
 
 
 def _norm(s: str) -> str:
