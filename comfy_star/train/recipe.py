@@ -186,7 +186,9 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
     for name in take:
         take_checkpoint(out, name)
     if start_from:
-        unpack_checkpoint(start_from, out, [s for s in STAGE_PARTS if s not in stages])
+        if launch_info()[0] == 0:  # one writer under torchrun; the others wait for the files
+            unpack_checkpoint(start_from, out, [s for s in STAGE_PARTS if s not in stages])
+        barrier()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(seed)
     cfg = shapes_config(vq_encoder)
