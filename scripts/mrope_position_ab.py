@@ -11,6 +11,7 @@ columns look alike to attention. This trains the base from scratch on position q
 
     python scripts/mrope_position_ab.py --theta 10000 --sections 8,8,8 --seconds 900
     python scripts/mrope_position_ab.py --theta 10 --sections 4,10,10 --seconds 900
+    python scripts/mrope_position_ab.py --shipped     # the probe alone, on the embedded model's base
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ def main():
     p.add_argument("--seconds", type=float, default=900)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--json", default=None)
+    p.add_argument("--shipped", action="store_true", help="no training: probe the embedded model's base")
     a = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -55,7 +57,12 @@ def main():
     text["rope_theta"], text["rope_scaling"]["mrope_section"] = a.theta, [int(x) for x in a.sections.split(",")]
     chat = ChatFormat(load_tokenizer(cfg.ar.tokenizer), cfg.ar.system_prompt)
     proc = image_processor(cfg.ar.image_patch_size, cfg.ar.image_merge_size, cfg.image_size)
-    base = build_base(cfg.ar).requires_grad_(True).train()
+    if a.shipped:
+        from comfy_star.pipeline import STAR
+        star = STAR.from_pretrained(device="cpu")
+        base, chat, proc, a.seconds = star.parts.ar.base, star.parts.chat, star.parts.image_proc, 0
+    else:
+        base = build_base(cfg.ar).requires_grad_(True).train()
     opt = torch.optim.AdamW(base.parameters(), lr=1e-3, weight_decay=0.0)
     rng = random.Random(1)
 
@@ -84,8 +91,9 @@ def main():
         right["where"].append(got.strip() == truth)
         right["row"].append(row(got) == row(truth))
         right["col"].append(col(got) == col(truth))
-    result = dict(theta=a.theta, sections=a.sections, steps=len(losses), seconds=round(time.time() - t0),
-                  loss_first50=sum(losses[:50]) / len(losses[:50]), loss_last50=sum(losses[-50:]) / len(losses[-50:]),
+    loss = (lambda part: sum(part) / len(part) if part else None)
+    result = dict(model="shipped" if a.shipped else f"theta {a.theta:g}, sections {a.sections}", steps=len(losses),
+                  seconds=round(time.time() - t0), loss_first50=loss(losses[:50]), loss_last50=loss(losses[-50:]),
                   **{k: round(sum(v) / len(v), 3) for k, v in right.items()})
     print(json.dumps(result))
     if a.json:
