@@ -87,7 +87,10 @@ def test_workflow_runs(name, client, load_workflow, object_info):
     history = client.run(api, timeout=checks.WORKFLOW_TIMEOUT)
     print(f"{name}: {time.time() - t0:.1f}s")
     assert history["status"]["status_str"] == "success", history["status"]
-    checks.check_outputs(name, history, client.output_images(history))
+    images = client.output_images(history)
+    checks.check_outputs(name, history, images)
+    if name in checks.VQA_IMAGE_SIDE:
+        checks.check_answer(name, load_workflow(name), history, images)
 
 
 def _workflow_or_skip(name: str) -> str:
