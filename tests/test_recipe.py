@@ -90,3 +90,42 @@ def test_the_patch_tokenizer_experiment_runs_from_the_cli(tmp_path):
     STARVQ(cfg.vq).load_state_dict(stage1, strict=True)
     with pytest.raises(ValueError, match="vq_encoder"):
         shapes_config("unet")
+
+
+def test_two_process_train_all_writes_each_stage_file_once_and_goes_on(tmp_path):
+    """`train all` under torchrun (2 CPU processes, gloo): the ranks agree on the --seconds step budget,
+    rank 0 alone writes each stage file while the other waits at a barrier, and both go on to the next
+    stage; a second run finds the files and loads them on both ranks. Each stage file holds the weights
+    of the stage's last runner checkpoint (the state every DDP replica shares)."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from comfy_star.train.checkpointing import load_checkpoint
+    out = tmp_path / "run"
+
+    def run(logs):  # each rank's output in its own file (two ranks on one pipe interleave mid-line)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "--log-dir", str(tmp_path / logs), "--redirects", "3",
+               "-m", "comfy_star", "train", "all", "--out", str(out), "--stages", "stage0,stage1,stage1b",
+               "--batch", "2", "--scale", "1e-6", "--seconds", "20", "--workers", "0"]
+        env = dict(os.environ, ACCELERATE_USE_CPU="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        ranks = [sorted((tmp_path / logs).rglob(f"{r}/std*.log")) for r in range(2)]  # stdout, stderr
+        assert all(len(f) == 2 for f in ranks), ranks
+        texts = ["\n".join(p.read_text() for p in f) for f in ranks]
+        assert done.returncode == 0, done.stderr[-2000:] + "\n".join(t[-2000:] for t in texts)
+        return texts
+
+    first = run("logs1")
+    for stage in ("stage0", "stage1", "stage1b"):
+        steps = [re.findall(rf"\] {stage}: (\d+) steps in ", t) for t in first]
+        assert len(steps[0]) == 1 and steps[0] == steps[1], steps  # both ranks ran it, the same steps
+        saved = load_file(str(out / f"{stage}.safetensors"))
+        ckpt = load_checkpoint(out / stage / "checkpoint.safetensors")
+        assert ckpt.extra["world_size"] == 2
+        shared = set(saved) & set(ckpt.model)
+        assert shared and all(torch.equal(saved[k], ckpt.model[k]) for k in shared), stage
+    for text in run("logs2"):  # the files are there: each rank loads all three, trains nothing
+        assert len(re.findall(r"stage\w+: found .* loading it", text)) == 3, text[-2000:]
+        assert " steps in " not in text
