@@ -36,8 +36,9 @@ def main(argv=None):
                         "in for the stages not listed in --stages, e.g. --stages stage4,final tunes its stack further")
     t.add_argument("--take-checkpoint", default="", metavar="STAGE[,STAGE]",
                    help="all: stop these stages early: their latest checkpoint becomes their result")
-    t.add_argument("--vq-encoder", choices=["vqgan", "patch"], default="vqgan",
-                   help="all: STAR-VQ's encoder; 'patch' is the patch-local tokenizer of README § Experiment "
+    t.add_argument("--vq-encoder", choices=["vqgan", "patch", "patch4"], default="vqgan",
+                   help="all: STAR-VQ's encoder; 'patch' is the patch-local tokenizer of README § Experiment, "
+                        "'patch4' the same on 4 px patches (16 x 16 tokens, 4096 codes) "
                         "(use the same value for every stage of one --out)")
     t.add_argument("--model", default=None, help="finetune: the checkpoint to start from (default: embedded)")
     t.add_argument("--data", default=None, help="finetune: a caption folder (image + same-named .txt)")

@@ -76,18 +76,24 @@ def test_take_checkpoint_stops_a_stage_early_and_keeps_what_exists(tmp_path):
         take_checkpoint(tmp_path, "stage4")
 
 
-def test_the_patch_tokenizer_experiment_runs_from_the_cli(tmp_path):
-    """`train all --vq-encoder patch` (README § Experiment): stage 1 trains the patch encoder with a plain
-    codebook (no projector), and the stage file loads strictly into that config's VQ."""
+@pytest.mark.parametrize("encoder, grid, codes", [("patch", 8, 1024), ("patch4", 16, 4096)])
+def test_the_patch_tokenizer_experiment_runs_from_the_cli(tmp_path, encoder, grid, codes):
+    """`train all --vq-encoder patch|patch4` (README § Experiment): stage 1 trains the patch encoder with a
+    plain codebook (no projector), and the stage file loads strictly into that config's VQ, whose
+    64 px images are grid x grid tokens."""
     from comfy_star.__main__ import main
     from comfy_star.train.recipe import shapes_config
     from comfy_star.vq import STARVQ
     main(["train", "all", "--out", str(tmp_path), "--stages", "stage0,stage1", "--batch", "2", "--scale", "1e-6",
-          "--device", "cpu", "--vq-encoder", "patch"])
+          "--device", "cpu", "--vq-encoder", encoder])
     stage1 = load_file(str(tmp_path / "stage1.safetensors"))
     assert "encoder.mlp.0.weight" in stage1 and not any("projector" in k for k in stage1)
-    cfg = shapes_config("patch")
-    STARVQ(cfg.vq).load_state_dict(stage1, strict=True)
+    cfg = shapes_config(encoder)
+    vq = STARVQ(cfg.vq)
+    vq.load_state_dict(stage1, strict=True)
+    assert cfg.grid == grid and cfg.vq.codebook_size == codes
+    with torch.no_grad():
+        assert vq.encode(torch.zeros(1, 3, 64, 64)).shape[-2:] == (grid, grid)
     with pytest.raises(ValueError, match="vq_encoder"):
         shapes_config("unet")
 

@@ -170,10 +170,12 @@ def shapes_config(vq_encoder: str = "vqgan"):
     (a plain codebook with dead-code restarts in place of the projector, which collapses from a cold
     start with that encoder)."""
     cfg = preset("star-shapes")
-    if vq_encoder == "patch":
+    if vq_encoder in ("patch", "patch4"):
         cfg.vq.encoder, cfg.vq.restart_every, cfg.vq.projector_dim, cfg.vq.projector_depth = "patch", 20, 0, 0
-    elif vq_encoder != "vqgan":
-        raise ValueError(f"vq_encoder {vq_encoder!r}: expected 'vqgan' or 'patch'")
+    if vq_encoder == "patch4":  # 4 px patches (16 x 16 tokens), 4096 codes: scripts/patch_codebook_ceiling.py
+        cfg.vq.ch_mult, cfg.vq.codebook_size = cfg.vq.ch_mult[:-1], 4096
+    elif vq_encoder not in ("vqgan", "patch"):
+        raise ValueError(f"vq_encoder {vq_encoder!r}: expected 'vqgan', 'patch' or 'patch4'")
     return cfg
 
 
