@@ -168,7 +168,7 @@ def take_checkpoint(out: Path, name: str) -> Path:
 def shapes_config(vq_encoder: str = "vqgan"):
     """The star-shapes preset; `vq_encoder="patch"` is the patch-local tokenizer of README § Experiment
     (a plain codebook with dead-code restarts in place of the projector, which collapses from a cold
-    start with that encoder)."""
+    start with that encoder), and "patch4" the same on 4 px patches with 4,096 codes."""
     cfg = preset("star-shapes")
     if vq_encoder in ("patch", "patch4"):
         cfg.vq.encoder, cfg.vq.restart_every, cfg.vq.projector_dim, cfg.vq.projector_depth = "patch", 20, 0, 0

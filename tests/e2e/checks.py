@@ -84,9 +84,13 @@ def check_answer(name: str, workflow: dict, history: dict, images: list[Path]) -
     questions = [n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "STARVQA"]
     texts = [t for out in (history.get("outputs") or {}).values() for t in (out.get("text") or [])]
     assert len(questions) == 1 and len(texts) == 1, f"{name}: one question, one answer: {questions} {texts}"
-    seen = [p for p in images if Image.open(p).size[0] == VQA_IMAGE_SIDE[name]]
+    pictures = {}
+    for path in images:
+        with Image.open(path) as im:
+            pictures[path] = im.convert("RGB")
+    seen = [p for p, im in pictures.items() if im.size[0] == VQA_IMAGE_SIDE[name]]
     assert len(seen) == 1, f"{name}: which image did the VQA node see? {images}"
-    scene = detector.detect(Image.open(seen[0]).convert("RGB"))
+    scene = detector.detect(pictures[seen[0]])
     right = right_answers(questions[0], scene)
     assert right, f"{name}: {questions[0]!r} has no right answer for the image {seen[0]} ({scene})"
     answer = texts[0].strip().lower().rstrip(".")
