@@ -102,20 +102,27 @@ def test_two_process_train_all_writes_each_stage_file_once_and_goes_on(tmp_path)
     """`train all` under torchrun (2 CPU processes, gloo): the ranks agree on the --seconds step budget,
     rank 0 alone writes each stage file while the other waits at a barrier, and both go on to the next
     stage; a second run finds the files and loads them on both ranks. Each stage file holds the weights
-    of the stage's last runner checkpoint (the state every DDP replica shares)."""
+    of the stage's last runner checkpoint (the state every DDP replica shares). Every safetensors write
+    is recorded per rank (a `sitecustomize` wraps `safetensors.torch.save_file` in both processes):
+    rank 1 writes nothing, so no two processes ever write one file."""
     import os
     import re
     import subprocess
     import sys
     from comfy_star.train.checkpointing import load_checkpoint
     out = tmp_path / "run"
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(WRITE_RECORDER)
 
     def run(logs):  # each rank's output in its own file (two ranks on one pipe interleave mid-line)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "--log-dir", str(tmp_path / logs), "--redirects", "3",
                "-m", "comfy_star", "train", "all", "--out", str(out), "--stages", "stage0,stage1,stage1b",
                "--batch", "2", "--scale", "1e-6", "--seconds", "20", "--workers", "0"]
-        env = dict(os.environ, ACCELERATE_USE_CPU="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+        env = dict(os.environ, ACCELERATE_USE_CPU="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1",
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
+                   STAR_TEST_WRITES=str(tmp_path / f"{logs}-writes"))
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         ranks = [sorted((tmp_path / logs).rglob(f"{r}/std*.log")) for r in range(2)]  # stdout, stderr
         assert all(len(f) == 2 for f in ranks), ranks
@@ -132,6 +139,32 @@ def test_two_process_train_all_writes_each_stage_file_once_and_goes_on(tmp_path)
         assert ckpt.extra["world_size"] == 2
         shared = set(saved) & set(ckpt.model)
         assert shared and all(torch.equal(saved[k], ckpt.model[k]) for k in shared), stage
+    writes = {r: _recorded_writes(tmp_path / f"logs1-writes.{r}") for r in range(2)}
+    assert not writes[1], f"rank 1 wrote {writes[1]}"
+    for stage in ("stage0", "stage1", "stage1b"):  # rank 0 wrote each stage file and its checkpoints
+        assert writes[0].count(out / f"{stage}.safetensors") == 1, writes[0]
+        assert any(p.parent == out / stage for p in writes[0]), writes[0]
     for text in run("logs2"):  # the files are there: each rank loads all three, trains nothing
         assert len(re.findall(r"stage\w+: found .* loading it", text)) == 3, text[-2000:]
         assert " steps in " not in text
+    assert not any(_recorded_writes(tmp_path / f"logs2-writes.{r}") for r in range(2))
+
+
+# Loaded by every Python process of the torchrun test through PYTHONPATH: records (per RANK) the path of
+# every safetensors file written, then writes it as usual.
+WRITE_RECORDER = """
+import os
+if os.environ.get("STAR_TEST_WRITES") and os.environ.get("RANK"):
+    import safetensors.torch as _st
+    _save_file = _st.save_file
+    def save_file(tensors, filename, metadata=None):
+        with open(os.environ["STAR_TEST_WRITES"] + "." + os.environ["RANK"], "a") as f:
+            f.write(os.path.abspath(str(filename)) + "\\n")
+        return _save_file(tensors, filename, metadata)
+    _st.save_file = save_file
+"""
+
+
+def _recorded_writes(path) -> list:
+    from pathlib import Path
+    return [Path(line) for line in path.read_text().splitlines()] if path.exists() else []
