@@ -156,6 +156,31 @@ def test_held_out_phrasings_never_appear_in_training():
     assert all(p["category"] in captions.CATEGORIES for p in data.eval_prompts(0, 3))
 
 
+def test_filler_words_name_nothing_and_are_never_held_out_words():
+    """The neutral words put around training captions teach the stack to find the content anywhere;
+    they must not name anything in the Shapes world, nor leak a word only held-out phrasings use."""
+    import re
+    words = lambda texts: {w for t in texts for w in re.findall(r"(?<!{)\b[a-z]+\b(?![^{]*})", t)}
+    fillers = words(captions.PREFIXES + captions.SUFFIXES)
+    held_out_only = (words(captions.caption_phrasings(True)) | words(knowledge.knowledge_phrasings(True))) - (
+        words(captions.caption_phrasings(False)) | words(knowledge.knowledge_phrasings(False)))
+    assert {"please", "could", "depict", "just", "together"} <= held_out_only  # the regex reads the templates
+    world = {*shapes.COLORS, *shapes.BACKGROUNDS, *shapes.SHAPES, *(k + "s" for k in shapes.SHAPES),
+             *captions.NUMBERS.values(), *(w for r in shapes.RELATIONS for w in r.split()),
+             *(w for r in qa.REGION_WORDS.values() for w in r.split()), "center", "middle", "top", "bottom",
+             "big", "small", "large", "tiny", "corner", "corners", "side", "sides", "edge", "edges", "round"}
+    world |= words(f for facts in (*knowledge.SHAPE_FACTS.values(), *knowledge.COLOR_FACTS.values(),
+                                   *knowledge.COUNT_FACTS.values()) for f in facts)
+    assert not fillers & held_out_only, fillers & held_out_only
+    assert not fillers & (world - {"a", "an", "the", "of", "for"}), fillers & world
+    rng = random.Random(8)
+    plain = {captions.random_caption(random.Random(i))[0] for i in range(200)}
+    made = [captions.with_filler(c, rng) for c in sorted(plain)]
+    changed = sum(m != c for m, c in zip(made, sorted(plain)))
+    assert 0.35 < changed / len(made) < 0.65  # about P_FILLER of them
+    assert all(c in m for m, c in zip(made, sorted(plain)))  # the caption itself is kept whole
+
+
 def test_knowledge_prompts_answer_with_a_plain_caption_that_fits_the_spec():
     rng = random.Random(7)
     for _ in range(100):

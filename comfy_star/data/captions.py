@@ -51,6 +51,31 @@ MANY = (["{n} {ks}", "exactly {n} {ks}", "{d} {ks}"], ["a group of {n} {ks}"])
 MANY_COLORED = (["{n} {c} {ks}", "exactly {n} {c} {ks}", "{d} {c} {ks}"], ["{n} {ks}, all {c}", "a group of {n} {c} {ks}"])
 
 
+# Neutral words put around a share of the training captions, so that the stack learns to find what a
+# caption asks for wherever it sits. Measured on the shipped stack (scripts/prompt_worth.py): one word
+# after a training caption ("... now") cut what the prompt is worth by 58%, one before it by 16%, and
+# the held-out phrasings were worth 0.36 nats/image against 2.22 for the training ones. None of these
+# words names anything in the Shapes world or occurs only in held-out phrasings (tests check both),
+# so the held-out test stays unseen wording.
+PREFIXES = ["ok", "now", "hey", "so", "next", "go", "new task:", "prompt:", "alright,", "task:",
+            "hello,", "yes,", "today,", "here we go:"]
+SUFFIXES = ["now", "thanks", "ok", "for the test", "flat style", "without text", "high quality", "vector style",
+            "minimal", "digital art", "for a poster", "quickly", "done", "cheers"]
+P_FILLER = 0.5
+
+
+def with_filler(caption: str, rng: random.Random) -> str:
+    """The caption, or (P_FILLER of the time) it with a neutral prefix, suffix or both."""
+    if rng.random() >= P_FILLER:
+        return caption
+    where = rng.choice(("before", "after", "both"))
+    if where != "after":
+        caption = f"{rng.choice(PREFIXES)} {caption}"
+    if where != "before":
+        caption = f"{caption}{rng.choice(('', ',', '.'))} {rng.choice(SUFFIXES)}"
+    return caption
+
+
 def obj(kind=None, color=None, count=1) -> dict:
     return {"kind": kind, "color": color, "count": count}
 

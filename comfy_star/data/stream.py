@@ -5,7 +5,7 @@ import random
 
 from PIL import Image
 
-from .captions import random_caption
+from .captions import random_caption, with_filler
 from .edits import edit_for
 from .knowledge import fact_question, knowledge_prompt
 from .qa import describe, question_for
@@ -16,12 +16,13 @@ P_FACT = 0.25      # share of knowledge examples that ask one fact on its own
 
 
 def sample_t2i(rng: random.Random, size: int = 64) -> tuple[str, Image.Image, str]:
-    """(caption, image, category): the six GenEval categories evenly, sometimes a full description."""
+    """(caption, image, category): the six GenEval categories evenly, sometimes a full description;
+    half of the captions with neutral words around them (captions.with_filler)."""
     if rng.random() < P_DESCRIBE:
         scene = random_scene(rng)
-        return describe(scene), render(scene, size), "describe"
+        return with_filler(describe(scene), rng), render(scene, size), "describe"
     caption, category, _, scene = random_caption(rng)
-    return caption, render(scene, size), category
+    return with_filler(caption, rng), render(scene, size), category
 
 
 def sample_vqa(rng: random.Random, size: int = 64) -> tuple[Image.Image, str, str]:
