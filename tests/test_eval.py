@@ -92,3 +92,21 @@ def test_question_for_is_question_with_kind_without_the_kind():
         scene = data.shapes.random_scene(random.Random(seed))
         q, a, kind = data.qa.question_with_kind(scene, random.Random(seed))
         assert data.qa.question_for(scene, random.Random(seed)) == (q, a) and kind in data.qa.QUESTION_KINDS
+
+
+def test_prompt_worth_of_the_embedded_stack_is_positive_and_zero_for_a_prompt_blind_one(monkeypatch):
+    """The shipped stack takes some of the image from the prompt (training phrasings; README § results);
+    a stack that sees the unconditional row in place of every caption is worth exactly 0 (on the same
+    pairs: the measure is paired)."""
+    from comfy_star.pipeline import STAR
+    from comfy_star.train import stage2_ar
+    star = STAR.from_pretrained(device="cpu")
+    plain = benchmarks.prompt_worth(star, 32, 0, held_out=False)
+    assert plain["nats_per_image"] > 0.5 and plain["ce_dropped"] > plain["ce_prompt"]
+    assert 0 < plain["token_acc"] < 1
+    again = benchmarks.prompt_worth(star, 32, 0, held_out=False)
+    assert again == plain  # the same pairs for the same seed
+    real_row = stage2_ar.training_row
+    monkeypatch.setattr(stage2_ar, "training_row", lambda chat, prompt, drop: real_row(chat, prompt, True))
+    blind = benchmarks.prompt_worth(star, 32, 0, held_out=False)
+    assert blind["nats_per_image"] == 0.0 and blind["ce_dropped"] == plain["ce_dropped"]

@@ -11,6 +11,8 @@
                  (the ceiling the VQ decoder puts on the VQ-decoded scores)
     diag_*       ShapesEval diagnostics that ignore shape kind: the detected background is the one
                  the prompt names; every colour the prompt names is drawn
+    AR           what the prompt is worth to the stack (nats per image, teacher-forced): on held-out
+                 and on training phrasings; 0 for a stack that ignores the prompt
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import time
 from collections import defaultdict
 
 import numpy as np
+import torch
 
 from .. import data
 from ..data import detector
@@ -114,12 +117,48 @@ def vq_roundtrip(star, n: int, seed: int) -> float:
     return float(np.mean([detector.scenes_match(detector.detect(im), s) for im, s in zip(decoded, scenes)]))
 
 
+@torch.no_grad()
+def prompt_worth(star, n: int, seed: int, held_out: bool = True, template: str = "{}", batch: int = 32) -> dict:
+    """The stack's next-image-token cross-entropy on n fixed caption/render pairs, with each caption
+    and with it dropped (the unconditional row guidance uses); their gap in nats per image is how much
+    of the image the stack takes from the prompt. Teacher-forced: no sampling noise, and the same
+    pairs for the same seed. `template` puts each caption where {} is ("{} now": a word after it)."""
+    from ..train.stage2_ar import ar_loss, pixels
+    rng = random.Random(f"prompt-worth:{seed}")
+    pairs = [data.captions.random_caption(rng, held_out=held_out) for _ in range(n)]
+    captions = [template.format(p[0]) for p in pairs]
+    images = pixels([data.shapes.render(p[3], star.config.image_size) for p in pairs])
+    was_training = star.parts.ar.training
+    star.parts.ar.eval()
+    sums = {}
+    for drop in (False, True):
+        for i in range(0, n, batch):
+            rows = {"captions": captions[i:i + batch], "images": images[i:i + batch], "instructions": [],
+                    "drop": [drop] * len(captions[i:i + batch])}
+            _, stats = ar_loss(star.parts.ar, star.parts, rows, star.device)
+            for k, v in stats.items():
+                sums[(drop, k)] = sums.get((drop, k), 0.0) + v * len(rows["captions"])
+    star.parts.ar.train(was_training)
+    tokens = _tokens(star)
+    ce, ce_dropped = sums[(False, "ce")] / n, sums[(True, "ce")] / n
+    return {"ce_prompt": ce, "ce_dropped": ce_dropped, "nats_per_image": (ce_dropped - ce) * tokens,
+            "token_acc": sums[(False, "acc")] / n}
+
+
+def _tokens(star) -> int:
+    size = star.config.image_size
+    return int(star.parts.vq.encode(torch.zeros(1, 3, size, size, device=star.device,
+                                                dtype=next(star.parts.vq.parameters()).dtype)).numel())
+
+
 def run_all(model=None, n: int = 20, seed: int = 1234) -> dict:
     from ..pipeline import STAR
     star = STAR.from_pretrained(model, device="cpu")
     results = {"ShapesEval": shapes_eval(star, n, seed), "ShapesEdit": shapes_edit(star, 6 * n, seed),
                "ShapesVQA": shapes_vqa(star, 6 * n, seed), "ShapesWISE": shapes_wise(star, 3 * n, seed),
-               "speed": speed(star), "VQ": {"roundtrip_detected": vq_roundtrip(star, 6 * n, seed)}}
+               "speed": speed(star), "VQ": {"roundtrip_detected": vq_roundtrip(star, 6 * n, seed)},
+               "AR": {"prompt_worth_held_out": prompt_worth(star, 12 * n, seed)["nats_per_image"],
+                      "prompt_worth_training": prompt_worth(star, 12 * n, seed, held_out=False)["nats_per_image"]}}
     if star.parts.diffusion is not None:
         results["decoders"] = {"vq": results["ShapesEval"]["overall"],
                                "diffusion": shapes_eval(star, max(2, n // 4), seed, decoder="diffusion")["overall"]}
