@@ -252,7 +252,8 @@ def chain(out):
     g = Graph()
     note(g, "## STAR: a chain with core nodes\n\nGenerate → edit → a core ComfyUI node → understand. The edited "
             "image (*make the circle green*) goes through the core **Upscale Image** node (to 128×128, nearest "
-            "neighbour, so the scene stays crisp), and **STAR VQA** is asked about the result. STAR's IMAGE "
+            "neighbour, so the scene stays crisp), and **STAR VQA** is asked about the result: its background "
+            "colour, the kind of question the small embedded model answers best. STAR's IMAGE "
             "outputs are ordinary ComfyUI images: any core node or other pack fits in between.")
     m = loader(g)
     d2 = _edit_chain(g, m)
@@ -261,7 +262,7 @@ def chain(out):
     g.link(d2, 0, scale, "image")
     save = g.add("SaveImage", (2320, 360), {"filename_prefix": "star/chain"}, size=(300, 320))
     g.link(scale, 0, save, "images")
-    q = g.add("STARVQA", (2320, 120), {"question": "what colour is the circle?"}, size=(330, 200))
+    q = g.add("STARVQA", (2320, 120), {"question": "what colour is the background?"}, size=(330, 200))
     g.link(m, 0, q, "model")
     g.link(scale, 0, q, "image")
     g.dump(out / "chain.json")
