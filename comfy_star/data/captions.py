@@ -52,11 +52,11 @@ MANY_COLORED = (["{n} {c} {ks}", "exactly {n} {c} {ks}", "{d} {c} {ks}"], ["{n} 
 
 
 # Neutral words put around a share of the training captions, so that the stack learns to find what a
-# caption asks for wherever it sits. Measured on the shipped stack (scripts/prompt_worth.py): one word
-# after a training caption ("... now") cut what the prompt is worth by 58%, one before it by 16%, and
-# the held-out phrasings were worth 0.36 nats/image against 2.22 for the training ones. None of these
-# words names anything in the Shapes world or occurs only in held-out phrasings (tests check both),
-# so the held-out test stays unseen wording.
+# caption asks for wherever it sits. Measured on the stack shipped before them (scripts/prompt_worth.py):
+# one word after a training caption ("... now") cut what the prompt is worth by 58%, one before it by
+# 16%, and the held-out phrasings were worth 0.36 nats/image against 2.22 for the training ones. None of
+# these words names anything in the Shapes world or occurs only in held-out phrasings (tests check
+# both), so the held-out test stays unseen wording.
 PREFIXES = ["ok", "now", "hey", "so", "next", "go", "new task:", "prompt:", "alright,", "task:",
             "hello,", "yes,", "today,", "here we go:"]
 SUFFIXES = ["now", "thanks", "ok", "for the test", "flat style", "without text", "high quality", "vector style",
