@@ -159,7 +159,6 @@ def test_held_out_phrasings_never_appear_in_training():
 def test_filler_words_name_nothing_and_are_never_held_out_words():
     """The neutral words put around training captions teach the stack to find the content anywhere;
     they must not name anything in the Shapes world, nor leak a word only held-out phrasings use."""
-    import re
     words = lambda texts: {w for t in texts for w in re.findall(r"(?<!{)\b[a-z]+\b(?![^{]*})", t)}
     fillers = words(captions.PREFIXES + captions.SUFFIXES)
     held_out_only = (words(captions.caption_phrasings(True)) | words(knowledge.knowledge_phrasings(True))) - (
@@ -172,7 +171,8 @@ def test_filler_words_name_nothing_and_are_never_held_out_words():
     world |= words(f for facts in (*knowledge.SHAPE_FACTS.values(), *knowledge.COLOR_FACTS.values(),
                                    *knowledge.COUNT_FACTS.values()) for f in facts)
     assert not fillers & held_out_only, fillers & held_out_only
-    assert not fillers & (world - {"a", "an", "the", "of", "for"}), fillers & world
+    named = fillers & (world - {"a", "an", "the", "of", "for"})
+    assert not named, named
     rng = random.Random(8)
     plain = {captions.random_caption(random.Random(i))[0] for i in range(200)}
     made = [captions.with_filler(c, rng) for c in sorted(plain)]
