@@ -40,6 +40,9 @@ def main(argv=None):
                    help="all: STAR-VQ's encoder; 'patch' is the patch-local tokenizer of README § Experiment, "
                         "'patch4' the same on 4 px patches (16 x 16 tokens, 4096 codes) "
                         "(use the same value for every stage of one --out)")
+    t.add_argument("--stack-layers", type=int, default=0,
+                   help="all: stacked layers (default: the preset's 2); a shallower stack from --start-from or an "
+                        "earlier stage 2 is grown, each new layer starting as the identity (LLaMA Pro expansion)")
     t.add_argument("--model", default=None, help="finetune: the checkpoint to start from (default: embedded)")
     t.add_argument("--data", default=None, help="finetune: a caption folder (image + same-named .txt)")
     t.add_argument("--steps", type=int, default=200)
@@ -74,7 +77,8 @@ def main(argv=None):
         train_shapes(a.out, Schedule(batch=a.batch, scale=a.scale, lr_scale=a.lr_scale, warmup=a.warmup), device=a.device, seed=a.seed, workers=a.workers,
                      stages=tuple(a.stages.split(",")), seconds=a.seconds,
                      start_from=DEFAULT_CHECKPOINT if a.start_from == "embedded" else a.start_from,
-                     take=tuple(filter(None, a.take_checkpoint.split(","))), vq_encoder=a.vq_encoder)
+                     take=tuple(filter(None, a.take_checkpoint.split(","))), vq_encoder=a.vq_encoder,
+                     stack_layers=a.stack_layers)
     elif a.cmd == "train":
         from .train.finetune import finetune_cli
         finetune_cli(a)

@@ -151,3 +151,30 @@ def test_answer_runs_with_and_without_image(tiny):
     with_img = answer(model.base, chat, ["what colour?"], images=[img], proc=proc, max_new_tokens=4)
     text = answer(model.base, chat, ["what colour?"], max_new_tokens=4)
     assert isinstance(with_img[0], str) and isinstance(text[0], str)
+
+
+def test_grown_stack_computes_what_the_shallow_one_did_and_can_learn(tiny):
+    """Block expansion (`train all --stack-layers`): 2 → 4 layers, the same logits at the start;
+    the new layers are not dead (their zeroed output projections get gradient)."""
+    from comfy_star.ar.model import expand_stack_state, stack_depth
+    model, codebook, chat = tiny
+    model.eval()
+    cfg = copy.deepcopy(tiny_ar_config())
+    cfg.num_stacked_layers = 4
+    deep = StackedAR(model.base, cfg, D_CODE, K, init="random")
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("base.")}
+    grown = expand_stack_state(state, 4)
+    assert stack_depth(state) == 2 and stack_depth(grown) == 4
+    missing, unexpected = deep.load_state_dict(grown, strict=False)
+    assert not unexpected and not [k for k in missing if not k.startswith("base.")]
+    batch = assemble(model, t2i_rows(chat, ["a red circle", "two blue squares"]), codebook)
+    with torch.no_grad():
+        shallow_logits = model(batch.embeds, batch.position_ids, batch.attention_mask)
+        deep_logits = deep(batch.embeds, batch.position_ids, batch.attention_mask)
+    torch.testing.assert_close(deep_logits, shallow_logits, rtol=0, atol=1e-5)
+    deep.train()
+    deep(batch.embeds, batch.position_ids, batch.attention_mask).logsumexp(-1).mean().backward()
+    assert deep.stack.layers[3].mlp.down_proj.weight.grad.abs().sum() > 0
+    assert deep.stack.layers[3].self_attn.o_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="cannot shrink"):
+        expand_stack_state(grown, 2)

@@ -65,7 +65,8 @@ def build_stack(text_config, num_layers: int) -> Qwen2_5_VLTextModel:
     and the cache would silently mix positions."""
     config = copy.deepcopy(text_config)
     config.num_hidden_layers = num_layers
-    config.layer_types = config.layer_types[:num_layers] if getattr(config, "layer_types", None) else None
+    types = getattr(config, "layer_types", None)  # a stack may be deeper than the base (grown)
+    config.layer_types = (types + types[-1:] * num_layers)[:num_layers] if types else None
     stack = Qwen2_5_VLTextModel._from_config(config)
     del stack.embed_tokens  # the stack reads hidden states, never token ids (release)
     return stack
@@ -135,6 +136,33 @@ def copy_last_layers(base_text: Qwen2_5_VLTextModel, stack: Qwen2_5_VLTextModel)
         for i, layer in enumerate(stack.layers):
             layer.load_state_dict(base_text.layers[total - n + i].state_dict())
         stack.norm.load_state_dict(base_text.norm.state_dict())
+
+
+def expand_stack_state(state: dict, num_layers: int, prefix: str = "stack.") -> dict:
+    """Grow a trained stack's state dict to `num_layers` layers without changing what it computes
+    (LLaMA Pro's block expansion): each new layer, appended after the trained ones, is a copy of
+    the last one with its two output projections (`o_proj`, `down_proj`) zeroed, so it adds nothing
+    to the residual stream until training moves them."""
+    pre = f"{prefix}layers."
+    have = sorted({int(k[len(pre):].split(".")[0]) for k in state if k.startswith(pre)})
+    if not have:
+        raise ValueError(f"no {pre}* keys: not a stacked-AR state dict")
+    if num_layers < len(have):
+        raise ValueError(f"cannot shrink a {len(have)}-layer stack to {num_layers}")
+    out = dict(state)
+    last = f"{pre}{have[-1]}."
+    for i in range(len(have), num_layers):
+        for k, v in state.items():
+            if k.startswith(last):
+                name = k[len(last):]
+                zero = name in ("self_attn.o_proj.weight", "mlp.down_proj.weight")
+                out[f"{pre}{i}.{name}"] = torch.zeros_like(v) if zero else v.clone()
+    return out
+
+
+def stack_depth(state: dict, prefix: str = "stack.") -> int:
+    pre = f"{prefix}layers."
+    return len({k[len(pre):].split(".")[0] for k in state if k.startswith(pre)})
 
 
 def init_stack_from_llm(stack: Qwen2_5_VLTextModel, llm_state: dict) -> None:

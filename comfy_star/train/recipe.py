@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import components as comps
-from ..ar.model import StackedAR, build_base, freeze
+from ..ar.model import StackedAR, build_base, expand_stack_state, freeze, stack_depth
 from ..ar.tokenizer import ChatFormat, load_tokenizer
 from ..ar.understand import image_processor
 from ..checkpoint import save_star
@@ -82,14 +82,16 @@ def fit_steps(module, make_batch, loss_fn, seconds: float, probe: int = 6) -> in
 
 
 def run_stage(out: Path, name: str, module, make_batch, loss_fn, steps, batch, lr, seed, workers, run=True,
-              seconds: float = 0, lr_scale: float = 1.0, warmup: int = 0, samples=None, **kw):
+              seconds: float = 0, lr_scale: float = 1.0, warmup: int = 0, samples=None, adapt=None, **kw):
     """Train `module`'s trainable parameters unless `<out>/<name>.safetensors` exists (then load it).
-    With run=False the stage must already be done (another process, or an earlier run, did it)."""
+    With run=False the stage must already be done (another process, or an earlier run, did it).
+    `adapt` maps a stage file's state dict before it is loaded (e.g. a stack grown by more layers)."""
     done = out / f"{name}.safetensors"
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    adapt = adapt or (lambda state: state)
     if done.exists():
         log(f"{name}: found {done}, loading it")
-        missing, unexpected = module.load_state_dict(load_file(str(done)), strict=False)
+        missing, unexpected = module.load_state_dict(adapt(load_file(str(done))), strict=False)
         if unexpected or set(missing) & trainable:
             raise ValueError(f"{done} does not match {name}'s module: {sorted(set(missing) & trainable)[:5]} {unexpected[:5]}")
         return
@@ -98,7 +100,7 @@ def run_stage(out: Path, name: str, module, make_batch, loss_fn, steps, batch, l
     init = out / f"{name}-init.safetensors"
     if init.exists():  # warm start from an earlier run's weights (a fresh optimizer and schedule)
         log(f"{name}: starting from {init}")
-        module.load_state_dict(load_file(str(init)), strict=False)
+        module.load_state_dict(adapt(load_file(str(init))), strict=False)
     if seconds:  # every process times its own steps; all must run the same number
         steps = agree_min(min(steps, fit_steps(module, make_batch, loss_fn, seconds)))
     t0 = time.time()
@@ -120,6 +122,14 @@ def run_stage(out: Path, name: str, module, make_batch, loss_fn, steps, batch, l
 STAGE_PARTS = {"stage0": ("ar.base.",), "stage1": ("vq.",), "stage1b": ("vq.decoder.", "vq.post_quant_conv."),
                "stage2": ("ar.stack.", "ar.adapter.", "ar.head."), "stage3": ("diffusion.",)}
 STAGE_ROOT = {"stage0": "ar.base.", "stage1": "vq.", "stage1b": "vq.", "stage2": "ar.", "stage3": "diffusion."}
+
+
+def grown(state: dict, num_layers: int) -> dict:
+    """A stage-2 state dict with `num_layers` stacked layers: new ones start as the identity."""
+    have = stack_depth(state)
+    if have < num_layers:
+        log(f"stage2: growing the stack from {have} to {num_layers} layers (new layers start as the identity)")
+    return expand_stack_state(state, num_layers)
 
 
 def unpack_checkpoint(path, out: Path, stages=("stage0", "stage1", "stage1b", "stage2", "stage3")) -> list[str]:
@@ -181,7 +191,7 @@ def shapes_config(vq_encoder: str = "vqgan"):
 
 def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, device=None, seed=0,
                  workers=0, stages=ALL_STAGES, seconds: float = 0, start_from=None, take=(),
-                 vq_encoder: str = "vqgan") -> Path:
+                 vq_encoder: str = "vqgan", stack_layers: int = 0) -> Path:
     sched = schedule or Schedule()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -194,6 +204,8 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(seed)
     cfg = shapes_config(vq_encoder)
+    if stack_layers:  # more stacked layers than the preset's; a shallower stage-2 stack is grown
+        cfg.ar.num_stacked_layers = stack_layers
     B = sched.batch
     tune = dict(lr_scale=sched.lr_scale, warmup=sched.warmup)
 
@@ -242,7 +254,8 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
         mb2 = stage2_ar.make_batch_fn(parts.image_proc, cfg.image_size, B, seed)
         loss2 = lambda m, b: stage2_ar.ar_loss(m, parts, to_device(b, device), device)
         run_stage(out, "stage2", parts.ar, mb2, loss2, sched.steps("stage2"), B, 5e-4, seed, workers,
-                  run="stage2" in stages, seconds=seconds, samples=lambda path: sample_strip(parts, path), **tune)
+                  run="stage2" in stages, seconds=seconds, samples=lambda path: sample_strip(parts, path),
+                  adapt=lambda state: grown(state, cfg.ar.num_stacked_layers), **tune)
 
     # stage 3: the diffusion decoder, on frozen VQ embeddings and frozen base text features
     if parts.diffusion is not None and {"stage3", "final"} & set(stages):
