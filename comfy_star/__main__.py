@@ -41,8 +41,9 @@ def main(argv=None):
                         "'patch4' the same on 4 px patches (16 x 16 tokens, 4096 codes) "
                         "(use the same value for every stage of one --out)")
     t.add_argument("--stack-layers", type=int, default=0,
-                   help="all: stacked layers (default: the preset's 2); a shallower stack from --start-from or an "
-                        "earlier stage 2 is grown, each new layer starting as the identity (LLaMA Pro expansion)")
+                   help="all: stacked layers (default: as many as --start-from's checkpoint has, else the preset's 4); "
+                        "a shallower stack from --start-from or an earlier stage 2 is grown, each new layer "
+                        "starting as the identity (LLaMA Pro block expansion)")
     t.add_argument("--model", default=None, help="finetune: the checkpoint to start from (default: embedded)")
     t.add_argument("--data", default=None, help="finetune: a caption folder (image + same-named .txt)")
     t.add_argument("--steps", type=int, default=200)

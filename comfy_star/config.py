@@ -218,7 +218,8 @@ def _star_shapes():
         # projector_dim=0, projector_depth=0` is the experiment in README § star-shapes
         vq=VQConfig(codebook_size=1024, codebook_dim=32, ch=32, ch_mult=(1, 2, 2, 4), z_channels=64,
                     num_res_blocks=1, attn_heads=1, projector_dim=32, projector_depth=2),
-        ar=ARConfig(base=copy.deepcopy(SHAPES_BASE), num_stacked_layers=2, adapter_depth=2, tokenizer="bytes",
+        # 4 stacked layers: the shipped stack was trained at 2, then grown (`train all --stack-layers`)
+        ar=ARConfig(base=copy.deepcopy(SHAPES_BASE), num_stacked_layers=4, adapter_depth=2, tokenizer="bytes",
                     image_patch_size=8, image_merge_size=2, system_prompt=None, reasoning_suffix=""),
         diffusion=DiffusionConfig(transformer=dict(SHAPES_TRANSFORMER), vq_channels=32, latent="pixels",
                                   latent_channels=48, latent_factor=4, text_encoder="base", max_text_tokens=128),

@@ -61,18 +61,18 @@ def test_every_stage_runs_and_the_result_loads_and_generates(tmp_path):
 
 
 def test_stack_layers_grows_the_shipped_stack_and_the_result_loads(tmp_path):
-    """`train all --start-from embedded --stages stage4,final --stack-layers 3`: the shipped 2-layer
-    stack continues as a 3-layer one (tests/test_ar.py: the grown stack starts computing what the
-    shallow one did), the stage files keep their depths, and the checkpoint loads with 3 layers."""
+    """`train all --start-from embedded --stages stage4,final --stack-layers 5`: the shipped 4-layer
+    stack continues as a 5-layer one (tests/test_ar.py: the grown stack starts computing what the
+    shallow one did), the stage files keep their depths, and the checkpoint loads with 5 layers."""
     from comfy_star.__main__ import main
     main(["train", "all", "--out", str(tmp_path), "--start-from", "embedded", "--stages", "stage4,final",
-          "--batch", "2", "--scale", "1e-6", "--device", "cpu", "--stack-layers", "3"])
+          "--batch", "2", "--scale", "1e-6", "--device", "cpu", "--stack-layers", "5"])
     star = STAR.from_pretrained(tmp_path / "star-shapes.safetensors", device="cpu")
-    assert star.config.ar.num_stacked_layers == 3 and len(star.parts.ar.stack.layers) == 3
+    assert star.config.ar.num_stacked_layers == 5 and len(star.parts.ar.stack.layers) == 5
     assert star.decode_vq(star.sample_tokens(["a red circle"], seed=0)).shape[-2:] == (64, 64)
     from comfy_star.ar.model import stack_depth
-    assert stack_depth(load_file(str(tmp_path / "stage2.safetensors"))) == 2  # the unpacked file is untouched
-    assert stack_depth(load_file(str(tmp_path / "stage4.safetensors"))) == 3
+    assert stack_depth(load_file(str(tmp_path / "stage2.safetensors"))) == 4  # the unpacked file is untouched
+    assert stack_depth(load_file(str(tmp_path / "stage4.safetensors"))) == 5
     with pytest.raises(ValueError, match="cannot shrink"):  # a deeper stage 2 never silently loses layers
         main(["train", "all", "--out", str(tmp_path), "--stages", "stage4,final", "--batch", "2",
               "--scale", "1e-6", "--device", "cpu", "--stack-layers", "1"])

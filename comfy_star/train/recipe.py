@@ -204,7 +204,10 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(seed)
     cfg = shapes_config(vq_encoder)
-    if stack_layers:  # more stacked layers than the preset's; a shallower stage-2 stack is grown
+    if not stack_layers and start_from:  # continue a checkpoint as deep as it is
+        from ..checkpoint import read_config
+        stack_layers = read_config(start_from).ar.num_stacked_layers
+    if stack_layers:  # a shallower stage-2 stack (an older checkpoint's) is grown to this depth
         cfg.ar.num_stacked_layers = stack_layers
     B = sched.batch
     tune = dict(lr_scale=sched.lr_scale, warmup=sched.warmup)
