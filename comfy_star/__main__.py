@@ -40,6 +40,9 @@ def main(argv=None):
                    help="all: STAR-VQ's encoder; 'patch' is the patch-local tokenizer of README § Experiment, "
                         "'patch4' the same on 4 px patches (16 x 16 tokens, 4096 codes) "
                         "(use the same value for every stage of one --out)")
+    t.add_argument("--codebook-size", type=int, default=0,
+                   help="all: STAR-VQ's number of codes (default: the encoder's: 1024, or 4096 for 'patch4'); "
+                        "the same value for every stage of one --out")
     t.add_argument("--stack-layers", type=int, default=0,
                    help="all: stacked layers (default: as many as --start-from's checkpoint has, else the preset's 4); "
                         "a shallower stack from --start-from or an earlier stage 2 is grown, each new layer "
@@ -79,7 +82,7 @@ def main(argv=None):
                      stages=tuple(a.stages.split(",")), seconds=a.seconds,
                      start_from=DEFAULT_CHECKPOINT if a.start_from == "embedded" else a.start_from,
                      take=tuple(filter(None, a.take_checkpoint.split(","))), vq_encoder=a.vq_encoder,
-                     stack_layers=a.stack_layers)
+                     stack_layers=a.stack_layers, codebook_size=a.codebook_size)
     elif a.cmd == "train":
         from .train.finetune import finetune_cli
         finetune_cli(a)

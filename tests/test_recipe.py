@@ -94,8 +94,9 @@ def test_take_checkpoint_stops_a_stage_early_and_keeps_what_exists(tmp_path):
         take_checkpoint(tmp_path, "stage4")
 
 
-@pytest.mark.parametrize("encoder, grid, codes", [("patch", 8, 1024), ("patch4", 16, 4096)])
-def test_the_patch_tokenizer_experiment_runs_from_the_cli(tmp_path, encoder, grid, codes):
+@pytest.mark.parametrize("encoder, grid, codes, flag", [("patch", 8, 1024, 0), ("patch4", 16, 4096, 0),
+                                                       ("patch", 8, 4096, 4096)])
+def test_the_patch_tokenizer_experiment_runs_from_the_cli(tmp_path, encoder, grid, codes, flag):
     """`train all --vq-encoder patch|patch4` (README § Experiment): stage 1 trains the patch encoder with a
     plain codebook (no projector), and the stage file loads strictly into that config's VQ, whose
     64 px images are grid x grid tokens."""
@@ -103,10 +104,11 @@ def test_the_patch_tokenizer_experiment_runs_from_the_cli(tmp_path, encoder, gri
     from comfy_star.train.recipe import shapes_config
     from comfy_star.vq import STARVQ
     main(["train", "all", "--out", str(tmp_path), "--stages", "stage0,stage1", "--batch", "2", "--scale", "1e-6",
-          "--device", "cpu", "--vq-encoder", encoder])
+          "--device", "cpu", "--vq-encoder", encoder, "--codebook-size", str(flag)])
     stage1 = load_file(str(tmp_path / "stage1.safetensors"))
     assert "encoder.mlp.0.weight" in stage1 and not any("projector" in k for k in stage1)
-    cfg = shapes_config(encoder)
+    assert stage1["quantize.embedding.weight"].shape[0] == codes
+    cfg = shapes_config(encoder, flag)
     vq = STARVQ(cfg.vq)
     vq.load_state_dict(stage1, strict=True)
     assert cfg.grid == grid and cfg.vq.codebook_size == codes
@@ -114,6 +116,8 @@ def test_the_patch_tokenizer_experiment_runs_from_the_cli(tmp_path, encoder, gri
         assert vq.encode(torch.zeros(1, 3, 64, 64)).shape[-2:] == (grid, grid)
     with pytest.raises(ValueError, match="vq_encoder"):
         shapes_config("unet")
+    with pytest.raises(ValueError, match="codebook_size -1"):
+        shapes_config(encoder, -1)
 
 
 def test_two_process_train_all_writes_each_stage_file_once_and_goes_on(tmp_path):

@@ -175,10 +175,11 @@ def take_checkpoint(out: Path, name: str) -> Path:
     return done
 
 
-def shapes_config(vq_encoder: str = "vqgan"):
+def shapes_config(vq_encoder: str = "vqgan", codebook_size: int = 0):
     """The star-shapes preset; `vq_encoder="patch"` is the patch-local tokenizer of README § Experiment
     (a plain codebook with dead-code restarts in place of the projector, which collapses from a cold
-    start with that encoder), and "patch4" the same on 4 px patches with 4,096 codes."""
+    start with that encoder), and "patch4" the same on 4 px patches with 4,096 codes. `codebook_size`
+    (0: the encoder's default) sets the number of codes, and with it the AR head's width."""
     cfg = preset("star-shapes")
     if vq_encoder in ("patch", "patch4"):
         cfg.vq.encoder, cfg.vq.restart_every, cfg.vq.projector_dim, cfg.vq.projector_depth = "patch", 20, 0, 0
@@ -186,12 +187,16 @@ def shapes_config(vq_encoder: str = "vqgan"):
         cfg.vq.ch_mult, cfg.vq.codebook_size = cfg.vq.ch_mult[:-1], 4096
     elif vq_encoder not in ("vqgan", "patch"):
         raise ValueError(f"vq_encoder {vq_encoder!r}: expected 'vqgan', 'patch' or 'patch4'")
+    if codebook_size < 0 or codebook_size == 1:
+        raise ValueError(f"codebook_size {codebook_size}: expected at least 2 codes (0: the default)")
+    if codebook_size:
+        cfg.vq.codebook_size = codebook_size
     return cfg
 
 
 def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, device=None, seed=0,
                  workers=0, stages=ALL_STAGES, seconds: float = 0, start_from=None, take=(),
-                 vq_encoder: str = "vqgan", stack_layers: int = 0) -> Path:
+                 vq_encoder: str = "vqgan", stack_layers: int = 0, codebook_size: int = 0) -> Path:
     sched = schedule or Schedule()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -203,7 +208,7 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
         barrier()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(seed)
-    cfg = shapes_config(vq_encoder)
+    cfg = shapes_config(vq_encoder, codebook_size)
     if not stack_layers and start_from:  # continue a checkpoint as deep as it is
         from ..checkpoint import read_config
         stack_layers = read_config(start_from).ar.num_stacked_layers
