@@ -36,10 +36,11 @@ def main(argv=None):
                         "in for the stages not listed in --stages, e.g. --stages stage4,final tunes its stack further")
     t.add_argument("--take-checkpoint", default="", metavar="STAGE[,STAGE]",
                    help="all: stop these stages early: their latest checkpoint becomes their result")
-    t.add_argument("--vq-encoder", choices=["vqgan", "patch", "patch4"], default="vqgan",
-                   help="all: STAR-VQ's encoder; 'patch' is the patch-local tokenizer of README § Experiment, "
-                        "'patch4' the same on 4 px patches (16 x 16 tokens, 4096 codes) "
-                        "(use the same value for every stage of one --out)")
+    t.add_argument("--vq-encoder", choices=["vqgan", "patch", "patch4"], default=None,
+                   help="all: STAR-VQ's encoder (default: the one --out's stage 1 file or --start-from has, else "
+                        "'vqgan', the conv encoder); 'patch' is the "
+                        "patch-local tokenizer the shipped model uses (with --codebook-size 4096), 'patch4' the same "
+                        "on 4 px patches (16 x 16 tokens, 4096 codes) (use the same value for every stage of one --out)")
     t.add_argument("--codebook-size", type=int, default=0,
                    help="all: STAR-VQ's number of codes (default: the encoder's: 1024, or 4096 for 'patch4'); "
                         "the same value for every stage of one --out")

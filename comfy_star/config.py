@@ -214,8 +214,8 @@ SHAPES_TRANSFORMER = {
 def _star_shapes():
     return STARConfig(
         name="star-shapes", image_size=64,
-        # the shipped file uses the conv encoder; `encoder="patch", restart_every=20,
-        # projector_dim=0, projector_depth=0` is the experiment in README § star-shapes
+        # the conv encoder with a projector; the shipped file has the patch-local encoder with 4,096 codes
+        # (`train all --vq-encoder patch --codebook-size 4096`: README § star-shapes)
         vq=VQConfig(codebook_size=1024, codebook_dim=32, ch=32, ch_mult=(1, 2, 2, 4), z_channels=64,
                     num_res_blocks=1, attn_heads=1, projector_dim=32, projector_depth=2),
         # 4 stacked layers: the shipped stack was trained at 2, then grown (`train all --stack-layers`)

@@ -39,10 +39,11 @@ def main():
     ap.add_argument("paths", nargs="+", help="stage files (stage1.safetensors) or runner checkpoints of stage 1 / 1b, "
                                              "loaded in order (a later file's tensors replace an earlier one's)")
     ap.add_argument("--vq-encoder", default="vqgan", choices=["vqgan", "patch", "patch4"])
+    ap.add_argument("--codebook-size", type=int, default=0, help="as given to `train all` (0: the encoder's default)")
     ap.add_argument("--n", type=int, default=120)
     a = ap.parse_args()
     torch.set_num_threads(1)
-    vq = STARVQ(shapes_config(a.vq_encoder).vq).eval()
+    vq = STARVQ(shapes_config(a.vq_encoder, a.codebook_size).vq).eval()
     for path in a.paths:
         state = {k.removeprefix("model."): v for k, v in load_file(path).items()}  # a checkpoint's "model." prefix
         vq.load_state_dict(state, strict=False)

@@ -46,6 +46,8 @@ def test_every_stage_runs_and_the_result_loads_and_generates(tmp_path):
         if k.startswith(("encoder.", "quant_conv.")):  # (the codebook was exported in between)
             assert torch.equal(v, vq1[k]), k
     assert any(not torch.equal(vq1b[k], vq1[k]) for k in vq1b if k.startswith("decoder."))
+    from comfy_star.train.recipe import tokenizer_of
+    assert tokenizer_of(tmp_path / "stage1.safetensors") == ("vqgan", 1024)  # the conv encoder, with a projector
     base0 = load_file(str(tmp_path / "stage0.safetensors"))
     shipped = read_tensors(final)
     for k, v in base0.items():  # stages 1-4 never touched the frozen base (fp16 in the shipped file)
@@ -73,6 +75,13 @@ def test_stack_layers_grows_the_shipped_stack_and_the_result_loads(tmp_path):
     from comfy_star.ar.model import stack_depth
     assert stack_depth(load_file(str(tmp_path / "stage2.safetensors"))) == 4  # the unpacked file is untouched
     assert stack_depth(load_file(str(tmp_path / "stage4.safetensors"))) == 5
+    # the shipped tokenizer (patch encoder, 4,096 codes) is read back from the unpacked stage 1 file, so the
+    # same --out goes on without --start-from or --vq-encoder; a conflicting choice is refused, naming the file
+    from comfy_star.train.recipe import tokenizer_of
+    assert tokenizer_of(tmp_path / "stage1.safetensors") == (star.config.vq.encoder, star.config.vq.codebook_size)
+    with pytest.raises(ValueError, match="stage1.safetensors does not match"):
+        main(["train", "all", "--out", str(tmp_path), "--stages", "stage4,final", "--batch", "2",
+              "--scale", "1e-6", "--device", "cpu", "--vq-encoder", "vqgan"])
     with pytest.raises(ValueError, match="cannot shrink"):  # a deeper stage 2 never silently loses layers
         main(["train", "all", "--out", str(tmp_path), "--stages", "stage4,final", "--batch", "2",
               "--scale", "1e-6", "--device", "cpu", "--stack-layers", "1"])
@@ -108,6 +117,8 @@ def test_the_patch_tokenizer_experiment_runs_from_the_cli(tmp_path, encoder, gri
     stage1 = load_file(str(tmp_path / "stage1.safetensors"))
     assert "encoder.mlp.0.weight" in stage1 and not any("projector" in k for k in stage1)
     assert stage1["quantize.embedding.weight"].shape[0] == codes
+    from comfy_star.train.recipe import tokenizer_of
+    assert tokenizer_of(tmp_path / "stage1.safetensors") == (encoder, codes)  # what a later run of this --out reads
     cfg = shapes_config(encoder, flag)
     vq = STARVQ(cfg.vq)
     vq.load_state_dict(stage1, strict=True)

@@ -194,9 +194,22 @@ def shapes_config(vq_encoder: str = "vqgan", codebook_size: int = 0):
     return cfg
 
 
+def tokenizer_of(stage1_file) -> tuple[str, int]:
+    """(vq_encoder, codebook_size) that rebuild a stage-1 file's STAR-VQ, read from its tensors' names and shapes."""
+    from safetensors import safe_open
+    with safe_open(str(stage1_file), "pt") as f:
+        keys = set(f.keys())
+        book = next((k for k in ("quantize.embedding.weight", "quantize.base") if k in keys), None)
+        codes = f.get_slice(book).get_shape()[0] if book else 0
+        if "encoder.mlp.0.weight" not in keys:
+            return "vqgan", codes
+        patch_pixels = f.get_slice("encoder.mlp.0.weight").get_shape()[1] // 3  # 3·f² inputs per patch
+    return ("patch4" if patch_pixels == 16 else "patch"), codes
+
+
 def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, device=None, seed=0,
                  workers=0, stages=ALL_STAGES, seconds: float = 0, start_from=None, take=(),
-                 vq_encoder: str = "vqgan", stack_layers: int = 0, codebook_size: int = 0) -> Path:
+                 vq_encoder: str | None = None, stack_layers: int = 0, codebook_size: int = 0) -> Path:
     sched = schedule or Schedule()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -208,6 +221,12 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
         barrier()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(seed)
+    if vq_encoder is None:  # not chosen: the tokenizer this run (or --start-from) already has, else the conv one
+        stage1, vq_encoder = out / "stage1.safetensors", "vqgan"
+        if stage1.exists():
+            vq_encoder, codes = tokenizer_of(stage1)
+            codebook_size = codebook_size or codes
+            log(f"STAR-VQ: {vq_encoder} encoder, {codebook_size} codes, as {stage1} has")
     cfg = shapes_config(vq_encoder, codebook_size)
     if not stack_layers and start_from:  # continue a checkpoint as deep as it is
         from ..checkpoint import read_config
