@@ -58,6 +58,17 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a) for a in arr]
 
 
+def prompt_list(prompts) -> list[str]:
+    """A list of prompts; one str is one prompt (iterating it would make one image per character)."""
+    if isinstance(prompts, str):
+        return [prompts]
+    prompts = list(prompts)
+    bad = [type(p).__name__ for p in prompts if not isinstance(p, str)]
+    if not prompts or bad:
+        raise TypeError(f"prompts must be a str or a non-empty list of str, got {bad or 'an empty list'}")
+    return prompts
+
+
 class STAR:
     def __init__(self, parts: comps.Components, device="cpu", dtype=torch.float32, key: str = "star"):
         self.parts = parts
@@ -131,6 +142,7 @@ class STAR:
                       top_p=None, source: Tokens | None = None, source_images: list | None = None,
                       callback: Callback | None = None) -> Tokens:
         """Stacked-AR sampling of one token grid per prompt; with `source`, an edit of it."""
+        prompts = prompt_list(prompts)
         d = self.defaults
         params = sampler.SampleParams(cfg=d.cfg if cfg is None else cfg,
                                       temperature=d.temperature if temperature is None else temperature,
@@ -231,6 +243,9 @@ class STAR:
                  callback: Callback | None = None, **sampling) -> list[Image.Image]:
         if decoder not in ("vq", "diffusion"):
             raise ValueError(f"decoder must be 'vq' or 'diffusion', not {decoder!r}")
+        if not isinstance(prompt, str):
+            raise TypeError(f"generate takes one prompt (a str), not {type(prompt).__name__}: "
+                            f"for several prompts call sample_tokens(prompts) and decode_vq")
         text = self.reason(prompt) if reasoning else prompt
         tokens = self.sample_tokens([text] * num_images, seed=seed, cfg=cfg, callback=callback, **sampling)
         return to_pil(self._decode(tokens, decoder, size, seed))

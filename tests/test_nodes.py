@@ -440,6 +440,17 @@ def test_sample_shapes_seeds_and_batch(model):
     assert out.shape == (3, model.config.image_size, model.config.image_size, 3)
 
 
+def test_library_takes_one_prompt_as_one_image_and_refuses_what_is_not_text(model):
+    one = model.sample_tokens(PROMPT, seed=3)  # a str is one prompt, not one image per character
+    assert one.ids.shape[0] == 1 and one.prompts == [PROMPT]
+    assert torch.equal(one.ids, model.sample_tokens([PROMPT], seed=3).ids)
+    for bad in ([], [PROMPT, 7]):
+        with pytest.raises(TypeError, match="prompts must be a str or a non-empty list of str"):
+            model.sample_tokens(bad)
+    with pytest.raises(TypeError, match="generate takes one prompt"):
+        model.generate([PROMPT, PROMPT])
+
+
 def test_sample_model_defaults_with_minus_one(model):
     d = model.defaults
     a = sample(model, seed=5, cfg=-1, temperature=-1, top_k=-1, top_p=-1)
