@@ -110,3 +110,37 @@ def test_prompt_worth_of_the_embedded_stack_is_positive_and_zero_for_a_prompt_bl
     monkeypatch.setattr(stage2_ar, "training_row", lambda chat, prompt, drop: real_row(chat, prompt, True))
     blind = benchmarks.prompt_worth(star, 32, 0, held_out=False)
     assert blind["nats_per_image"] == 0.0 and blind["ce_dropped"] == plain["ce_dropped"]
+
+
+def test_swap_word_changes_one_word_of_its_kind_everywhere_and_keeps_the_rest():
+    rng = random.Random(0)
+    caption = "two red circles and a red square on a white background"
+    for _ in range(20):
+        wrong = benchmarks.swap_word(caption, "color", rng)
+        new = wrong.split()[1]
+        assert new in data.shapes.COLORS and new != "red"
+        # every mention, with its article: "a red square" → "an orange square"
+        assert wrong == caption.replace("red", new).replace(f" a {new}", f" {data.shapes.article(new)} {new}")
+        shape = benchmarks.swap_word(caption, "shape", rng)
+        changed = [(a, b) for a, b in zip(caption.split(), shape.split()) if a != b]
+        assert len(changed) == 1 and len(shape.split()) == len(caption.split())
+        (a, b), = changed
+        assert a.rstrip("s") in ("circle", "square") and b.rstrip("s") in data.shapes.SHAPES
+        assert a.endswith("s") == b.endswith("s") and a.rstrip("s") != b.rstrip("s")  # plural kept
+    assert benchmarks.swap_word("a triangle", "color", rng) is None
+    assert benchmarks.swap_word("a triangle", "background", rng) is None
+
+
+def test_word_worth_finds_the_background_word_and_is_zero_for_a_prompt_blind_stack(monkeypatch):
+    """The shipped stack draws the background a caption names (README: 6 nats/image when that word is
+    swapped); a stack that sees the unconditional row in place of every caption scores ~0 (not exactly:
+    the unconditional row keeps its caption's length, and "gray" is shorter than "white")."""
+    from comfy_star.pipeline import STAR
+    from comfy_star.train import stage2_ar
+    star = STAR.from_pretrained(device="cpu")
+    read = benchmarks.word_worth(star, 32, 0, "background")
+    assert read["nats_per_image"] > 1.0 and read["ce_swapped"] > read["ce_true"]
+    real_row = stage2_ar.training_row
+    monkeypatch.setattr(stage2_ar, "training_row", lambda chat, prompt, drop: real_row(chat, prompt, True))
+    blind = benchmarks.word_worth(star, 32, 0, "background")
+    assert abs(blind["nats_per_image"]) < 0.05

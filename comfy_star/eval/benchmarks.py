@@ -145,6 +145,53 @@ def prompt_worth(star, n: int, seed: int, held_out: bool = True, template: str =
             "token_acc": sums[(False, "acc")] / n}
 
 
+WORDS = {"color": tuple(data.shapes.COLORS), "shape": data.shapes.SHAPES, "background": tuple(data.shapes.BACKGROUNDS)}
+
+
+def swap_word(caption: str, kind: str, rng: random.Random) -> str | None:
+    """The caption with every mention of one of its `kind` words (a colour, a shape name, singular or
+    plural, or a background) replaced by another of that kind; None if it names none."""
+    import re
+    found = [w for w in WORDS[kind] if re.search(rf"\b{w}s?\b", caption)]
+    if not found:
+        return None
+    old = rng.choice(found)
+    new = rng.choice([w for w in WORDS[kind] if w != old])
+    swapped = re.sub(rf"\b{old}(s?)\b", lambda m: new + m.group(1), caption)
+    # "a red circle" → "an orange circle", not "a orange circle"
+    return re.sub(rf"\b(an?) (?={new}\b)", lambda m: data.shapes.article(new) + " ", swapped, flags=re.I)
+
+
+def word_worth(star, n: int, seed: int, kind: str, held_out: bool = False, batch: int = 32) -> dict:
+    """What one word of the prompt is worth to the stack: its cross-entropy on n caption/render pairs
+    whose caption names a `kind` word ("color", "shape" or "background"), with the true caption and with
+    that word swapped for a wrong one ("a red circle" → "a blue circle"), in nats per image. A stack
+    that ignores the word scores 0; one that draws what the word says scores well above it.
+    Teacher-forced, like prompt_worth: no sampling noise, the same pairs for the same seed."""
+    from ..train.stage2_ar import ar_loss, pixels
+    rng = random.Random(f"word-worth:{kind}:{seed}")
+    pairs = []
+    while len(pairs) < n:
+        caption, _, _, scene = data.captions.random_caption(rng, held_out=held_out)
+        wrong = swap_word(caption, kind, rng)
+        if wrong is not None:
+            pairs.append((caption, wrong, scene))
+    images = pixels([data.shapes.render(p[2], star.config.image_size) for p in pairs])
+    was_training = star.parts.ar.training
+    star.parts.ar.eval()
+    ce = {}
+    for col, name in ((0, "true"), (1, "swapped")):
+        total = 0.0
+        for i in range(0, n, batch):
+            rows = {"captions": [p[col] for p in pairs[i:i + batch]], "images": images[i:i + batch],
+                    "instructions": [], "drop": [False] * len(pairs[i:i + batch])}
+            total += ar_loss(star.parts.ar, star.parts, rows, star.device)[1]["ce"] * len(rows["captions"])
+        ce[name] = total / n
+    star.parts.ar.train(was_training)
+    return {"ce_true": ce["true"], "ce_swapped": ce["swapped"],
+            "nats_per_image": (ce["swapped"] - ce["true"]) * _tokens(star)}
+
+
 def _tokens(star) -> int:
     size = star.config.image_size
     return int(star.parts.vq.encode(torch.zeros(1, 3, size, size, device=star.device,
@@ -158,7 +205,8 @@ def run_all(model=None, n: int = 20, seed: int = 1234) -> dict:
                "ShapesVQA": shapes_vqa(star, 6 * n, seed), "ShapesWISE": shapes_wise(star, 3 * n, seed),
                "speed": speed(star), "VQ": {"roundtrip_detected": vq_roundtrip(star, 6 * n, seed)},
                "AR": {"prompt_worth_held_out": prompt_worth(star, 12 * n, seed)["nats_per_image"],
-                      "prompt_worth_training": prompt_worth(star, 12 * n, seed, held_out=False)["nats_per_image"]}}
+                      "prompt_worth_training": prompt_worth(star, 12 * n, seed, held_out=False)["nats_per_image"],
+                      **{f"word_worth_{kind}": word_worth(star, 4 * n, seed, kind)["nats_per_image"] for kind in WORDS}}}
     if star.parts.diffusion is not None:
         results["decoders"] = {"vq": results["ShapesEval"]["overall"],
                                "diffusion": shapes_eval(star, max(2, n // 4), seed, decoder="diffusion")["overall"]}
