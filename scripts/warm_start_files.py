@@ -6,7 +6,12 @@
 
 How the shipped model was made (README § star-shapes): the previous model's base, its VQ decoder under a
 new patch-local encoder and 4,096-code codebook, its stack layers under a new adapter and head (both
-sized by the codebook), and its diffusion decoder. Existing files are never replaced.
+sized by the codebook), and its diffusion decoder; then `runs/p8kC`'s stage 2 went on from that model's
+whole stack (`stage2`: stack, adapter and head), the other stages taken as they were (`--start-from`):
+
+    python scripts/warm_start_files.py runs/p8kC --from runs/p8k/star-shapes.safetensors stage2
+
+Existing files are never replaced.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from comfy_star.train.recipe import unpack_checkpoint
 # what each choice takes from the checkpoint, and the prefix its stage's module does not have
 PARTS = {"stage1:decoder": (("vq.decoder.", "vq.post_quant_conv."), "vq."),
          "stage2:stack": (("ar.stack.",), "ar."),
+         "stage2": (("ar.stack.", "ar.adapter.", "ar.head."), "ar."),  # the whole trained stack, to train it further
          "stage3": (("diffusion.",), "diffusion.")}
 
 
