@@ -132,7 +132,7 @@ def test_swap_word_changes_one_word_of_its_kind_everywhere_and_keeps_the_rest():
 
 
 def test_word_worth_finds_the_background_word_and_is_zero_for_a_prompt_blind_stack(monkeypatch):
-    """The shipped stack draws the background a caption names (README: 6 nats/image when that word is
+    """The shipped stack draws the background a caption names (README: ≈ 10 nats/image when that word is
     swapped); a stack that sees the unconditional row in place of every caption scores ~0 (not exactly:
     the unconditional row keeps its caption's length, and "gray" is shorter than "white")."""
     from comfy_star.pipeline import STAR

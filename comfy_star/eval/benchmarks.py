@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import time
 from collections import defaultdict
 
@@ -151,7 +152,6 @@ WORDS = {"color": tuple(data.shapes.COLORS), "shape": data.shapes.SHAPES, "backg
 def swap_word(caption: str, kind: str, rng: random.Random) -> str | None:
     """The caption with every mention of one of its `kind` words (a colour, a shape name, singular or
     plural, or a background) replaced by another of that kind; None if it names none."""
-    import re
     found = [w for w in WORDS[kind] if re.search(rf"\b{w}s?\b", caption)]
     if not found:
         return None
