@@ -119,31 +119,35 @@ def vq_roundtrip(star, n: int, seed: int) -> float:
 
 
 @torch.no_grad()
+def teacher_forced(star, captions: list[str], images, drop: bool = False, batch: int = 32) -> dict:
+    """Mean next-image-token cross-entropy and token accuracy of the stack on caption/image pairs
+    (images: (n, H, W, 3) uint8), each caption as given or (drop) as the unconditional row."""
+    from ..train.stage2_ar import ar_loss
+    was_training = star.parts.ar.training
+    star.parts.ar.eval()
+    sums, n = {}, len(captions)
+    for i in range(0, n, batch):
+        rows = {"captions": captions[i:i + batch], "images": images[i:i + batch], "instructions": [],
+                "drop": [drop] * len(captions[i:i + batch])}
+        for k, v in ar_loss(star.parts.ar, star.parts, rows, star.device)[1].items():
+            sums[k] = sums.get(k, 0.0) + v * len(rows["captions"])
+    star.parts.ar.train(was_training)
+    return {k: v / n for k, v in sums.items()}
+
+
 def prompt_worth(star, n: int, seed: int, held_out: bool = True, template: str = "{}", batch: int = 32) -> dict:
     """The stack's next-image-token cross-entropy on n fixed caption/render pairs, with each caption
     and with it dropped (the unconditional row guidance uses); their gap in nats per image is how much
     of the image the stack takes from the prompt. Teacher-forced: no sampling noise, and the same
     pairs for the same seed. `template` puts each caption where {} is ("{} now": a word after it)."""
-    from ..train.stage2_ar import ar_loss, pixels
+    from ..train.stage2_ar import pixels
     rng = random.Random(f"prompt-worth:{seed}")
     pairs = [data.captions.random_caption(rng, held_out=held_out) for _ in range(n)]
     captions = [template.format(p[0]) for p in pairs]
     images = pixels([data.shapes.render(p[3], star.config.image_size) for p in pairs])
-    was_training = star.parts.ar.training
-    star.parts.ar.eval()
-    sums = {}
-    for drop in (False, True):
-        for i in range(0, n, batch):
-            rows = {"captions": captions[i:i + batch], "images": images[i:i + batch], "instructions": [],
-                    "drop": [drop] * len(captions[i:i + batch])}
-            _, stats = ar_loss(star.parts.ar, star.parts, rows, star.device)
-            for k, v in stats.items():
-                sums[(drop, k)] = sums.get((drop, k), 0.0) + v * len(rows["captions"])
-    star.parts.ar.train(was_training)
-    tokens = _tokens(star)
-    ce, ce_dropped = sums[(False, "ce")] / n, sums[(True, "ce")] / n
-    return {"ce_prompt": ce, "ce_dropped": ce_dropped, "nats_per_image": (ce_dropped - ce) * tokens,
-            "token_acc": sums[(False, "acc")] / n}
+    kept, dropped = (teacher_forced(star, captions, images, drop, batch) for drop in (False, True))
+    return {"ce_prompt": kept["ce"], "ce_dropped": dropped["ce"],
+            "nats_per_image": (dropped["ce"] - kept["ce"]) * _tokens(star), "token_acc": kept["acc"]}
 
 
 WORDS = {"color": tuple(data.shapes.COLORS), "shape": data.shapes.SHAPES, "background": tuple(data.shapes.BACKGROUNDS)}
@@ -168,7 +172,7 @@ def word_worth(star, n: int, seed: int, kind: str, held_out: bool = False, batch
     that word swapped for a wrong one ("a red circle" → "a blue circle"), in nats per image. A stack
     that ignores the word scores 0; one that draws what the word says scores well above it.
     Teacher-forced, like prompt_worth: no sampling noise, the same pairs for the same seed."""
-    from ..train.stage2_ar import ar_loss, pixels
+    from ..train.stage2_ar import pixels
     rng = random.Random(f"word-worth:{kind}:{seed}")
     pairs = []
     while len(pairs) < n:
@@ -177,21 +181,11 @@ def word_worth(star, n: int, seed: int, kind: str, held_out: bool = False, batch
         if wrong is not None:
             pairs.append((caption, wrong, scene))
     images = pixels([data.shapes.render(p[2], star.config.image_size) for p in pairs])
-    was_training = star.parts.ar.training
-    star.parts.ar.eval()
-    ce = {}
-    for col, name in ((0, "true"), (1, "swapped")):
-        total = 0.0
-        for i in range(0, n, batch):
-            rows = {"captions": [p[col] for p in pairs[i:i + batch]], "images": images[i:i + batch],
-                    "instructions": [], "drop": [False] * len(pairs[i:i + batch])}
-            total += ar_loss(star.parts.ar, star.parts, rows, star.device)[1]["ce"] * len(rows["captions"])
-        ce[name] = total / n
-    star.parts.ar.train(was_training)
-    return {"ce_true": ce["true"], "ce_swapped": ce["swapped"],
-            "nats_per_image": (ce["swapped"] - ce["true"]) * _tokens(star)}
+    true, swapped = (teacher_forced(star, [p[col] for p in pairs], images, batch=batch)["ce"] for col in (0, 1))
+    return {"ce_true": true, "ce_swapped": swapped, "nats_per_image": (swapped - true) * _tokens(star)}
 
 
+@torch.no_grad()
 def _tokens(star) -> int:
     size = star.config.image_size
     return int(star.parts.vq.encode(torch.zeros(1, 3, size, size, device=star.device,
