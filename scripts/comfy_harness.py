@@ -342,6 +342,7 @@ class Client:
         self._ws_thread = None
         self._ws_error: BaseException | None = None
         self._object_info = None
+        self._downloads: Path | None = None  # where /view downloads go (see output_images)
         # Local folders, when this process started the server (see Server).
         self.output_dir: Path | None = None
         self.temp_dir: Path | None = None
@@ -413,6 +414,10 @@ class Client:
             return list(self._previews)
 
     def close(self):
+        """Close the event socket and remove the images this client downloaded."""
+        if self._downloads is not None:
+            shutil.rmtree(self._downloads, ignore_errors=True)
+            self._downloads = None
         if self._ws is not None:
             try:
                 self._ws.close()
@@ -510,7 +515,8 @@ class Client:
 
     def output_images(self, history: dict, download_dir: Path | None = None) -> list[Path]:
         """Paths of the images a prompt produced: the server's own files when its folders are
-        known (a Server this process started), else downloaded through /view."""
+        known (a Server this process started), else downloaded through /view into
+        `download_dir`, or into this client's own temp folder, which close() removes."""
         paths = []
         for ref in self.image_refs(history):
             base = {"output": self.output_dir, "temp": self.temp_dir, "input": self.input_dir}.get(ref.get("type"))
@@ -520,7 +526,10 @@ class Client:
                     paths.append(path)
                     continue
             if download_dir is None:
-                download_dir = Path(tempfile.mkdtemp(prefix="comfy-outputs-"))
+                if self._downloads is None:
+                    self._downloads = Path(tempfile.mkdtemp(prefix="comfy-outputs-"))
+                    atexit.register(self.close)
+                download_dir = self._downloads
             query = urllib.parse.urlencode({k: ref.get(k, "") for k in ("filename", "subfolder", "type")})
             data = self.get(f"/view?{query}", timeout=60)
             path = Path(download_dir) / (ref.get("subfolder") or "") / ref["filename"]
@@ -638,7 +647,8 @@ def start_server(port: int | None = None, base_dir: str | Path | None = None,
            "--base-directory", str(base),
            "--output-directory", str(base / "output"),
            "--input-directory", str(base / "input"),
-           "--temp-directory", str(base / "temp"),
+           # ComfyUI puts its temp files in <--temp-directory>/temp: this makes that base/temp.
+           "--temp-directory", str(base),
            "--user-directory", str(base / "user"),
            "--database-url", f"sqlite:///{base / 'user' / 'comfyui.db'}",
            "--disable-auto-launch", *extra_args]

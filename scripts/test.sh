@@ -13,6 +13,15 @@ VENV="${VENV:-$REPO/.venv}"
 bash "$REPO/scripts/setup.sh" --browser || { echo "test.sh: setup failed" >&2; exit 1; }
 cd "$REPO"
 rm -rf test-artifacts
+# The tests write checkpoints and ComfyUI folders to the temp dir (~2.5 GiB at peak): say so
+# up front rather than failing hundreds of tests with "No space left on device".
+TMP="${TMPDIR:-/tmp}"
+FREE_KIB=$(df -Pk "$TMP" | awk 'NR==2 {print $4}')
+if [ -n "$FREE_KIB" ] && [ "$FREE_KIB" -lt $((3 * 1024 * 1024)) ]; then
+    echo "test.sh: only $((FREE_KIB / 1024)) MiB free in $TMP; the tests need about 3 GiB there" \
+         "(free some space, or point TMPDIR at a roomier disk)" >&2
+    exit 1
+fi
 if [ "$#" -eq 0 ]; then
     set -- tests
 fi

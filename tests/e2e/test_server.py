@@ -88,6 +88,9 @@ def test_workflow_runs(name, client, load_workflow, object_info):
     print(f"{name}: {time.time() - t0:.1f}s")
     assert history["status"]["status_str"] == "success", history["status"]
     images = client.output_images(history)
+    # Saved and previewed images are found in the server's own folders, not downloaded
+    # (a wrong temp folder once left a download folder in /tmp per preview, thousands per day).
+    assert all(p.is_relative_to(client.base_dir) for p in images), images
     checks.check_outputs(name, history, images)
     if name in checks.VQA_IMAGE_SIDE:
         checks.check_answer(name, load_workflow(name), history, images)
