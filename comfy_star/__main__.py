@@ -26,6 +26,9 @@ def main(argv=None):
     t.add_argument("--batch", type=int, default=64)
     t.add_argument("--lr-scale", type=float, default=1.0, help="all: multiply every stage's learning rate")
     t.add_argument("--warmup", type=int, default=0, help="all: linear warmup steps at the start of each stage")
+    t.add_argument("--onset-weight", type=float, default=1.0,
+                   help="all: stages 2 and 4 weigh the image tokens where objects start this much more "
+                        "(there the prompt alone decides colour and kind)")
     t.add_argument("--workers", type=int, default=0, help="data worker processes")
     t.add_argument("--seconds", type=float, default=0,
                    help="time budget per stage: fewer steps if the schedule would not fit (0: no limit)")
@@ -79,7 +82,8 @@ def main(argv=None):
     if a.cmd == "train" and a.stage == "all":
         from .pipeline import DEFAULT_CHECKPOINT
         from .train.recipe import Schedule, train_shapes
-        train_shapes(a.out, Schedule(batch=a.batch, scale=a.scale, lr_scale=a.lr_scale, warmup=a.warmup), device=a.device, seed=a.seed, workers=a.workers,
+        train_shapes(a.out, Schedule(batch=a.batch, scale=a.scale, lr_scale=a.lr_scale, warmup=a.warmup,
+                                     onset_weight=a.onset_weight), device=a.device, seed=a.seed, workers=a.workers,
                      stages=tuple(a.stages.split(",")), seconds=a.seconds,
                      start_from=DEFAULT_CHECKPOINT if a.start_from == "embedded" else a.start_from,
                      take=tuple(filter(None, a.take_checkpoint.split(","))), vq_encoder=a.vq_encoder,

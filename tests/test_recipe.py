@@ -201,3 +201,39 @@ if os.environ.get("STAR_TEST_WRITES") and os.environ.get("RANK"):
 def _recorded_writes(path) -> list:
     from pathlib import Path
     return [Path(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# ----------------------------------------------------------------------------- onset weighting
+
+def test_onset_mask_marks_where_each_object_starts_in_raster_order():
+    from comfy_star.train.stage2_ar import onset_mask
+    grid = torch.full((2, 8, 8), 92)
+    grid[0, 2, 3:5] = 1                    # a circle: its top row starts at (2, 3) ...
+    grid[0, 3:5, 2:6] = 2                  # ... its wider middle starts under background at (3, 2)
+    grid[0, 6, 6] = 3                      # a second, separate object
+    # image 1 is plain background: no object, no onset
+    onsets = onset_mask(grid.view(2, 64)).view(2, 8, 8)
+    assert onsets[0].nonzero().tolist() == [[2, 3], [3, 2], [6, 6]]
+    assert not onsets[1].any()
+    with pytest.raises(ValueError, match="square"):
+        onset_mask(torch.zeros(1, 48, dtype=torch.long))
+
+
+def test_onset_weight_changes_the_loss_but_not_the_logged_cross_entropy():
+    import random
+
+    from comfy_star import data
+    from comfy_star.train.stage2_ar import ar_loss, pixels
+    star = STAR.from_pretrained(device="cpu")
+    rng = random.Random(3)
+    pairs = [data.sample_t2i(rng, size=star.config.image_size)[:2] for _ in range(4)]
+    batch = {"captions": [c for c, _ in pairs], "images": pixels([im for _, im in pairs]),
+             "instructions": [], "drop": [False] * 4}
+    with torch.no_grad():
+        plain, plain_stats = ar_loss(star.parts.ar, star.parts, batch, "cpu")
+        weighted, stats = ar_loss(star.parts.ar, star.parts, batch, "cpu", onset_weight=5.0)
+    assert plain.item() == pytest.approx(plain_stats["ce"])
+    assert stats["ce"] == pytest.approx(plain_stats["ce"])
+    # onsets are harder than background tokens, so weighing them up raises the loss
+    assert weighted.item() > plain.item() + 0.05
+    assert 0.0 <= stats["onset_acc"] < stats["acc"]

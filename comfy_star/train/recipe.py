@@ -47,6 +47,7 @@ class Schedule:
     scale: float = 1.0
     lr_scale: float = 1.0  # multiplies every stage's learning rate
     warmup: int = 0        # linear warmup steps at the start of each stage (a warm start's fresh optimizer)
+    onset_weight: float = 1.0  # stages 2 and 4: weight of the tokens where objects start (stage2_ar.onset_mask)
 
     def steps(self, name):
         return max(2, int(getattr(self, name) * self.scale))
@@ -279,7 +280,7 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
     parts.ar = StackedAR(base, cfg.ar, cfg.vq.codebook_dim, cfg.vq.codebook_size, init="vlm").to(device)
     if {"stage2", "stage4"} & set(stages):
         mb2 = stage2_ar.make_batch_fn(parts.image_proc, cfg.image_size, B, seed)
-        loss2 = lambda m, b: stage2_ar.ar_loss(m, parts, to_device(b, device), device)
+        loss2 = lambda m, b: stage2_ar.ar_loss(m, parts, to_device(b, device), device, sched.onset_weight)
         run_stage(out, "stage2", parts.ar, mb2, loss2, sched.steps("stage2"), B, 5e-4, seed, workers,
                   run="stage2" in stages, seconds=seconds, samples=lambda path: sample_strip(parts, path),
                   adapt=lambda state: grown(state, cfg.ar.num_stacked_layers), **tune)
@@ -302,7 +303,7 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
         run_stage(out, "stage2", parts.ar, None, None, 0, B, 0, seed, workers, run=False)
     elif {"stage4", "final"} & set(stages):
         mb4 = stage2_ar.make_batch_fn(parts.image_proc, cfg.image_size, B, seed + 2, edit_fraction=0.5)
-        loss4 = lambda m, b: stage2_ar.ar_loss(m, parts, to_device(b, device), device)
+        loss4 = lambda m, b: stage2_ar.ar_loss(m, parts, to_device(b, device), device, sched.onset_weight)
         run_stage(out, "stage4", parts.ar, mb4, loss4, sched.steps("stage4"), B, 3e-4, seed, workers,
                   run="stage4" in stages, seconds=seconds, samples=lambda path: sample_strip(parts, path), **tune)
     if "final" not in stages:

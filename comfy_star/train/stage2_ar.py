@@ -5,6 +5,7 @@ Prompts are dropped to their unconditional twin 10% of the time, so guidance wor
 """
 from __future__ import annotations
 
+import math
 import random
 
 import torch
@@ -78,8 +79,28 @@ def build_rows(parts, batch, device):
     return rows, vision, torch.stack(targets)
 
 
-def ar_loss(model, parts, batch, device):
-    """`model` is `parts.ar`, possibly wrapped by accelerate (DDP): the forward goes through it."""
+def onset_mask(targets: torch.Tensor) -> torch.Tensor:
+    """(B, n) ids of square images → (B, n) bool: where each object starts in raster order.
+
+    An object token is one whose code differs from its image's most common code (the plain
+    background); an onset is an object token with no object token left of it or above it. Only
+    there does the prompt alone decide an object's colour and kind: teacher-forced, every later
+    token of the object can copy them from its neighbours, so onsets carry the binding signal."""
+    b, n = targets.shape
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(f"onset weighting needs square token grids (got {n} tokens per image)")
+    grid = targets.view(b, side, side)
+    obj = grid != targets.mode(dim=1).values[:, None, None]
+    left, up = torch.zeros_like(obj), torch.zeros_like(obj)
+    left[:, :, 1:], up[:, 1:, :] = obj[:, :, :-1], obj[:, :-1, :]
+    return (obj & ~left & ~up).flatten(1)
+
+
+def ar_loss(model, parts, batch, device, onset_weight: float = 1.0):
+    """`model` is `parts.ar`, possibly wrapped by accelerate (DDP): the forward goes through it.
+    onset_weight > 1 weighs the tokens where objects start (see onset_mask) that much more; the
+    logged `ce` stays the plain mean, comparable across runs."""
     rows, vision, targets = build_rows(parts, batch, device)
     codebook = parts.vq.codebook().detach()
     b = assemble(parts.ar, rows, codebook, vision=vision, pad_id=parts.chat.tok.pad_token_id)
@@ -87,6 +108,15 @@ def ar_loss(model, parts, batch, device):
     # column j predicts column j+1: the n columns before the last predict the n image tokens
     mask = None if bool(b.attention_mask.all()) else b.attention_mask[:, :-1]
     logits = model(b.embeds[:, :-1], b.position_ids[:, :, :-1], mask)[:, -n:].float()
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-    acc = (logits.argmax(-1) == targets).float().mean()
-    return loss, {"ce": loss.item(), "acc": acc.item()}
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+    ce = ce.view_as(targets)  # (B, n)
+    hit = logits.argmax(-1) == targets
+    stats = {"ce": ce.mean().item(), "acc": hit.float().mean().item()}
+    onset = onset_mask(targets) if onset_weight != 1.0 else None
+    if onset is not None and onset.any():
+        stats["onset_acc"] = hit[onset].float().mean().item()
+        weights = 1.0 + (onset_weight - 1.0) * onset.float()
+        loss = (ce * weights).sum() / weights.sum()
+    else:
+        loss = ce.mean()
+    return loss, stats
