@@ -32,13 +32,14 @@ def main():
     args = ap.parse_args()
     if args.words:
         return words(args)
-    print("| model | CE with prompt | CE prompt dropped | prompt worth (nats/image) | token acc |")
-    print("|---|---|---|---|---|")
+    print("| model | CE with prompt | CE prompt dropped | prompt worth (nats/image) | token acc "
+          "| onset acc (prompt / dropped) |")
+    print("|---|---|---|---|---|---|")
     for name in args.models:
         star = STAR.from_pretrained(None if name == "embedded" else name, device="cpu")
         r = prompt_worth(star, args.n, args.seed, args.phrasings == "held-out", args.template)
         print(f"| {name} | {r['ce_prompt']:.3f} | {r['ce_dropped']:.3f} | {r['nats_per_image']:.2f} | "
-              f"{r['token_acc']:.3f} |", flush=True)
+              f"{r['token_acc']:.3f} | {r['onset_acc']:.3f} / {r['onset_acc_dropped']:.3f} |", flush=True)
 
 
 def words(args):

@@ -104,12 +104,15 @@ def test_prompt_worth_of_the_embedded_stack_is_positive_and_zero_for_a_prompt_bl
     plain = benchmarks.prompt_worth(star, 32, 0, held_out=False)
     assert plain["nats_per_image"] > 0.5 and plain["ce_dropped"] > plain["ce_prompt"]
     assert 0 < plain["token_acc"] < 1
+    # where objects start only the prompt can tell what comes: it is read there
+    assert plain["onset_acc"] > plain["onset_acc_dropped"]
     again = benchmarks.prompt_worth(star, 32, 0, held_out=False)
     assert again == plain  # the same pairs for the same seed
     real_row = stage2_ar.training_row
     monkeypatch.setattr(stage2_ar, "training_row", lambda chat, prompt, drop: real_row(chat, prompt, True))
     blind = benchmarks.prompt_worth(star, 32, 0, held_out=False)
     assert blind["nats_per_image"] == 0.0 and blind["ce_dropped"] == plain["ce_dropped"]
+    assert blind["onset_acc"] == blind["onset_acc_dropped"]
 
 
 def test_swap_word_changes_one_word_of_its_kind_everywhere_and_keeps_the_rest():

@@ -237,3 +237,25 @@ def test_onset_weight_changes_the_loss_but_not_the_logged_cross_entropy():
     # onsets are harder than background tokens, so weighing them up raises the loss
     assert weighted.item() > plain.item() + 0.05
     assert 0.0 <= stats["onset_acc"] < stats["acc"]
+
+
+def test_onset_weight_teaches_which_object_starts_not_whether_one_does():
+    """The extra onset term masks the background's logit: its gradient there is the plain loss's,
+    so weighing onsets up does not make the stack start objects more often than the data does."""
+    from comfy_star.train.stage2_ar import background_codes, onset_mask, token_loss
+    targets = torch.full((2, 8, 8), 7)
+    targets[0, 2, 3:5], targets[0, 3:5, 2:6], targets[1, 5, 1] = 1, 2, 3
+    targets = targets.view(2, 64)
+    logits = torch.randn(2, 64, 16, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    onset, bg = onset_mask(targets), background_codes(targets)
+    k = int(onset.sum())
+
+    def grad(weight):  # d(loss summed over tokens, not averaged) / d(logits) at the onsets
+        loss, _ = token_loss(logits, targets, weight)
+        (g,) = torch.autograd.grad(loss * (targets.numel() + (weight - 1) * k), logits)
+        return g[onset]  # (k, V)
+
+    plain, weighted = grad(1.0), grad(5.0)
+    rows, bg_at, tgt_at = torch.arange(k), bg[:, None].expand(-1, 64)[onset], targets[onset]
+    assert torch.allclose(weighted[rows, bg_at], plain[rows, bg_at])             # whether: unchanged
+    assert (weighted[rows, tgt_at] < plain[rows, tgt_at] - 1e-3).all()          # which: pushed up more

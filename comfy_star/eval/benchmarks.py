@@ -12,7 +12,9 @@
     diag_*       ShapesEval diagnostics that ignore shape kind: the detected background is the one
                  the prompt names; every colour the prompt names is drawn
     AR           what the prompt is worth to the stack (nats per image, teacher-forced): on held-out
-                 and on training phrasings; 0 for a stack that ignores the prompt
+                 and on training phrasings; 0 for a stack that ignores the prompt; onset_acc: token
+                 accuracy where objects start (there the prompt alone decides colour and kind), with
+                 the held-out prompt and with it dropped
 """
 from __future__ import annotations
 
@@ -147,7 +149,9 @@ def prompt_worth(star, n: int, seed: int, held_out: bool = True, template: str =
     images = pixels([data.shapes.render(p[3], star.config.image_size) for p in pairs])
     kept, dropped = (teacher_forced(star, captions, images, drop, batch) for drop in (False, True))
     return {"ce_prompt": kept["ce"], "ce_dropped": dropped["ce"],
-            "nats_per_image": (dropped["ce"] - kept["ce"]) * _tokens(star), "token_acc": kept["acc"]}
+            "nats_per_image": (dropped["ce"] - kept["ce"]) * _tokens(star), "token_acc": kept["acc"],
+            # accuracy where objects start (stage2_ar.onset_mask): the prompt alone decides those tokens
+            "onset_acc": kept.get("onset_acc", math.nan), "onset_acc_dropped": dropped.get("onset_acc", math.nan)}
 
 
 WORDS = {"color": tuple(data.shapes.COLORS), "shape": data.shapes.SHAPES, "background": tuple(data.shapes.BACKGROUNDS)}
@@ -195,10 +199,12 @@ def _tokens(star) -> int:
 def run_all(model=None, n: int = 20, seed: int = 1234) -> dict:
     from ..pipeline import STAR
     star = STAR.from_pretrained(model, device="cpu")
+    held_out = prompt_worth(star, 12 * n, seed)
     results = {"ShapesEval": shapes_eval(star, n, seed), "ShapesEdit": shapes_edit(star, 6 * n, seed),
                "ShapesVQA": shapes_vqa(star, 6 * n, seed), "ShapesWISE": shapes_wise(star, 3 * n, seed),
                "speed": speed(star), "VQ": {"roundtrip_detected": vq_roundtrip(star, 6 * n, seed)},
-               "AR": {"prompt_worth_held_out": prompt_worth(star, 12 * n, seed)["nats_per_image"],
+               "AR": {"prompt_worth_held_out": held_out["nats_per_image"],
+                      "onset_acc_held_out": held_out["onset_acc"], "onset_acc_dropped": held_out["onset_acc_dropped"],
                       "prompt_worth_training": prompt_worth(star, 12 * n, seed, held_out=False)["nats_per_image"],
                       **{f"word_worth_{kind}": word_worth(star, 4 * n, seed, kind)["nats_per_image"] for kind in WORDS}}}
     if star.parts.diffusion is not None:

@@ -79,6 +79,11 @@ def build_rows(parts, batch, device):
     return rows, vision, torch.stack(targets)
 
 
+def background_codes(targets: torch.Tensor) -> torch.Tensor:
+    """(B, n) ids → (B,): each image's most common code, its plain background."""
+    return targets.mode(dim=1).values
+
+
 def onset_mask(targets: torch.Tensor) -> torch.Tensor:
     """(B, n) ids of square images → (B, n) bool: where each object starts in raster order.
 
@@ -91,16 +96,14 @@ def onset_mask(targets: torch.Tensor) -> torch.Tensor:
     if side * side != n:
         raise ValueError(f"onset weighting needs square token grids (got {n} tokens per image)")
     grid = targets.view(b, side, side)
-    obj = grid != targets.mode(dim=1).values[:, None, None]
+    obj = grid != background_codes(targets)[:, None, None]
     left, up = torch.zeros_like(obj), torch.zeros_like(obj)
     left[:, :, 1:], up[:, 1:, :] = obj[:, :, :-1], obj[:, :-1, :]
     return (obj & ~left & ~up).flatten(1)
 
 
 def ar_loss(model, parts, batch, device, onset_weight: float = 1.0):
-    """`model` is `parts.ar`, possibly wrapped by accelerate (DDP): the forward goes through it.
-    onset_weight > 1 weighs the tokens where objects start (see onset_mask) that much more; the
-    logged `ce` stays the plain mean, comparable across runs."""
+    """`model` is `parts.ar`, possibly wrapped by accelerate (DDP): the forward goes through it."""
     rows, vision, targets = build_rows(parts, batch, device)
     codebook = parts.vq.codebook().detach()
     b = assemble(parts.ar, rows, codebook, vision=vision, pad_id=parts.chat.tok.pad_token_id)
@@ -108,15 +111,30 @@ def ar_loss(model, parts, batch, device, onset_weight: float = 1.0):
     # column j predicts column j+1: the n columns before the last predict the n image tokens
     mask = None if bool(b.attention_mask.all()) else b.attention_mask[:, :-1]
     logits = model(b.embeds[:, :-1], b.position_ids[:, :, :-1], mask)[:, -n:].float()
+    return token_loss(logits, targets, onset_weight)
+
+
+def token_loss(logits: torch.Tensor, targets: torch.Tensor, onset_weight: float = 1.0):
+    """Next-image-token cross-entropy: logits (B, n, V), targets (B, n) → (loss, stats).
+
+    onset_weight > 1 adds, at the tokens where objects start (see onset_mask), (onset_weight - 1)
+    times the cross-entropy of "given that an object starts here, which code": the background's
+    logit masked out, so the extra weight teaches colour and kind without teaching the stack to
+    start objects more often than the data does. `ce` stays the plain mean, comparable across runs;
+    `onset_acc` is that masked accuracy at onsets (when the token grid is square)."""
+    n = targets.shape[1]
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
     ce = ce.view_as(targets)  # (B, n)
-    hit = logits.argmax(-1) == targets
-    stats = {"ce": ce.mean().item(), "acc": hit.float().mean().item()}
-    onset = onset_mask(targets) if onset_weight != 1.0 else None
-    if onset is not None and onset.any():
-        stats["onset_acc"] = hit[onset].float().mean().item()
-        weights = 1.0 + (onset_weight - 1.0) * onset.float()
-        loss = (ce * weights).sum() / weights.sum()
-    else:
-        loss = ce.mean()
+    stats = {"ce": ce.mean().item(), "acc": (logits.argmax(-1) == targets).float().mean().item()}
+    loss = ce.mean()
+    if onset_weight != 1.0 or math.isqrt(n) ** 2 == n:  # a non-square grid is refused only when weighting
+        onset = onset_mask(targets)
+        if onset.any():
+            at = logits[onset]  # (k, V): the rows where objects start (a copy)
+            at[torch.arange(len(at)), background_codes(targets)[:, None].expand(-1, n)[onset]] = float("-inf")
+            stats["onset_acc"] = (at.argmax(-1) == targets[onset]).float().mean().item()
+            if onset_weight != 1.0:
+                extra = onset_weight - 1.0
+                onset_ce = F.cross_entropy(at, targets[onset], reduction="sum")
+                loss = (ce.sum() + extra * onset_ce) / (ce.numel() + extra * len(at))
     return loss, stats
