@@ -27,8 +27,8 @@ def main(argv=None):
     t.add_argument("--lr-scale", type=float, default=1.0, help="all: multiply every stage's learning rate")
     t.add_argument("--warmup", type=int, default=0, help="all: linear warmup steps at the start of each stage")
     t.add_argument("--onset-weight", type=float, default=1.0,
-                   help="all: stages 2 and 4 weigh the image tokens where objects start this much more "
-                        "(there the prompt alone decides colour and kind)")
+                   help="all: stages 2 and 4 add (W - 1) x the loss of 'which code' at the image tokens where "
+                        "objects start, the background masked (there the prompt alone decides colour and kind)")
     t.add_argument("--workers", type=int, default=0, help="data worker processes")
     t.add_argument("--seconds", type=float, default=0,
                    help="time budget per stage: fewer steps if the schedule would not fit (0: no limit)")

@@ -47,7 +47,7 @@ class Schedule:
     scale: float = 1.0
     lr_scale: float = 1.0  # multiplies every stage's learning rate
     warmup: int = 0        # linear warmup steps at the start of each stage (a warm start's fresh optimizer)
-    onset_weight: float = 1.0  # stages 2 and 4: weight of the tokens where objects start (stage2_ar.onset_mask)
+    onset_weight: float = 1.0  # stages 2 and 4: weight of "which code" where objects start (stage2_ar.token_loss)
 
     def steps(self, name):
         return max(2, int(getattr(self, name) * self.scale))
