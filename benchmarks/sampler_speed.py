@@ -2,9 +2,11 @@
 
 Times, in one run and interleaved round by round (the best round of each is kept), the tokens/s of
   fast       ours: `fast.generate_fast`, static KV cache, the layers' weights run directly,
-             cond + uncond rows batched in one forward                         (the default sampler)
-  fast-gemv  the same with fast.EXACT = False (CPU only): projections as W @ xᵀ, MKL's quicker
-             layout for 1-2 rows; logits within ~1e-6 of the reference, no longer bit-identical
+             cond + uncond rows batched in one forward                         (the default sampler;
+             on the CPU its projections run as W @ xᵀ, MKL's quicker layout for 1-2 rows: logits
+             within ~1e-6 of the reference)
+  fast-exact the same with fast.EXACT = True (CPU only): projections as x @ Wᵀ, logits bit-identical
+             to the reference
   unguided   fast with cfg = 1: one row (the guidance cost is fast ÷ unguided)
   reference  `sampler.generate(fast=False)`: the same batching through transformers + DynamicCache
   two-pass   transformers + DynamicCache, guidance as two separate forwards (cond, then uncond)
@@ -91,13 +93,13 @@ def naive(ar, rows, codebook, n, params, gen):
     return out
 
 
-def inexact(fn):
-    """Run fn with fast.EXACT off: the CPU W @ xᵀ projections (not bit-identical to transformers)."""
-    fast.EXACT = False
+def exact(fn):
+    """Run fn with fast.EXACT on: the CPU x @ Wᵀ projections, bit-identical to transformers."""
+    saved, fast.EXACT = fast.EXACT, True
     try:
         return fn()
     finally:
-        fast.EXACT = True
+        fast.EXACT = saved
 
 
 def sync(device):
@@ -145,6 +147,18 @@ def copy_bandwidth():
     bw = 2 * x.numel() * x.element_size() * 10 / (a.elapsed_time(b) / 1e3)
     del x, y
     return bw
+
+
+def read_bandwidth(nbytes):
+    """CPU: bytes per second one thread reads (a sum) over a buffer of nbytes, the best of 20: for a
+    star-shapes step (~20 MB) that is the L3-resident rate, the most a decode step could stream."""
+    x = torch.ones(max(1, int(nbytes) // 4))
+    best = float("inf")
+    for _ in range(20):
+        t = time.perf_counter()
+        x.sum()
+        best = min(best, time.perf_counter() - t)
+    return x.numel() * 4 / best
 
 
 def step_bytes(ar, rows, avg_len):
@@ -195,13 +209,13 @@ def main():
     methods = {
         "fast": lambda k: fast.generate_fast(ar, batch, codebook, k, params, g(), compile=False),
         "unguided": lambda k: fast.generate_fast(ar, batch, codebook, k, unguided, g(), compile=False),
-        "fast-gemv": lambda k: inexact(lambda: fast.generate_fast(ar, batch, codebook, k, params, g(), compile=False)),
+        "fast-exact": lambda k: exact(lambda: fast.generate_fast(ar, batch, codebook, k, params, g(), compile=False)),
         "reference": lambda k: generate(ar, batch, codebook, k, params, g(), fast=False),
         "two-pass": lambda k: two_pass(ar, batch, codebook, k, params, g()),
         "naive": lambda k: naive(ar, rows, codebook, k, params, g()),
     }
     if dev != "cpu":
-        del methods["fast-gemv"]  # a CPU (MKL) layout; on CUDA it is the exact path
+        del methods["fast-exact"]  # on CUDA the default is the exact path
     methods = {k: f for k, f in methods.items() if k not in skip}
     for f in methods.values():  # warm up (allocators, kernels, libraries)
         clock(lambda: f(min(n, 4)), dev)
@@ -221,8 +235,8 @@ def main():
     log("tokens/s   " + "   ".join(f"{k} {n / t:.1f}" for k, t in best.items()))
     if "reference" in outs:
         log(f"same tokens as the reference (transformers) sampler: {torch.equal(outs['fast'], outs['reference'])}"
-            + (f"; fast-gemv: {torch.equal(outs['fast-gemv'], outs['reference'])}" if "fast-gemv" in outs else ""))
-    for ours in ("fast", "fast-gemv"):
+            + (f"; fast-exact: {torch.equal(outs['fast-exact'], outs['reference'])}" if "fast-exact" in outs else ""))
+    for ours in ("fast", "fast-exact"):
         for k, target in (("naive", 10.0), ("two-pass", 1.5), ("reference", None)):
             if k in best and ours in best:
                 r = best[k] / best[ours]
@@ -242,6 +256,13 @@ def main():
         per_step("fast", costs, roof)
         for k, t in best.items():
             log(f"  {k:9s} {t / n * 1e3:.3f} ms per image token end to end (prefill and sampling included)")
+    else:
+        bw = read_bandwidth(weights + kv)
+        roof = (weights + kv) / bw
+        log(f"CPU memory roofline: {roof * 1e3:.3f} ms/step reading {(weights + kv) / 1e6:.1f} MB at a measured "
+            f"{bw / 1e9:.1f} GB/s (one thread, a buffer that size)")
+        per_step("fast", costs, roof)
+        roof = None  # the compiled line below is for CUDA
 
     if a.compile:  # last: the slowest part to start, and the most likely to fail
         t, _ = clock(lambda: fast.generate_fast(ar, batch, codebook, n, params, g(), compile=True), dev)

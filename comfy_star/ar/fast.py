@@ -10,18 +10,21 @@
                       → residual, for the base layers, the base norm, the stack layers, the stack norm,
                       then the head.
 
-Why it is exact: image tokens have text-like positions (the three M-RoPE components are equal),
+Why it is exact (with EXACT = True): image tokens have text-like positions (the three M-RoPE components are equal),
 so decode rope is ordinary 1-D rope at position p. Its cos/sin come from the model's own rotary
 modules, called once with a (3, rows, n) position tensor, so transformers' mrope_section handling
 is reproduced, not re-derived. Every op is the one transformers' sdpa path runs (same kernels, same
 order, same dtypes; rope's rotate_half·sin is computed as roll·signed-sin, equal in IEEE arithmetic),
 so on the CPU in float32 the logits are bit-identical to `sampler.generate(fast=False)`, and the
-sampler itself (`sampler.guide`, `sampler.pick`) is shared: same seed, same tokens.
+sampler itself (`sampler.guide`, `sampler.pick`) is shared: same seed, same tokens. By default the CPU
+runs the projections in MKL's quicker W @ xᵀ layout instead (`_gemv`): the same sums rounded in another
+order, logits within ~1e-6, the same tokens unless a draw lands within that of a boundary. That exactness
+is what the tests check with EXACT = True; the default is what users run.
 
 `compile=True` wraps the layer step in torch.compile (mode="reduce-overhead", i.e. CUDA graphs, on
 CUDA). Compiled, attention runs over the whole static cache with a boolean mask (one shape for
 every step, the gpt-fast layout); eager, it runs over the valid prefix only. Default (COMPILE): off.
-On the CPU compiling gained ~10% per step for ~1-2 min of compile; on CUDA it is not yet measured.
+On the CPU compiling gained ~10% per step for ~1 min of compile; on CUDA it is not yet measured.
 """
 from __future__ import annotations
 
@@ -64,7 +67,7 @@ class _Part:
         self.rotary = text.rotary_emb
 
 
-EXACT = True  # False: on the CPU, projections as W @ xᵀ (see _gemv): faster, not bit-identical
+EXACT = False  # True: on the CPU too, projections as x @ Wᵀ, the bits of transformers' own path (see _gemv)
 
 
 def _mm(x, wt, b=None):
@@ -74,29 +77,35 @@ def _mm(x, wt, b=None):
     return torch.mm(x, wt) if b is None else torch.addmm(b, x, wt)
 
 
-def _gemv(x, wt, b=None):
-    """The same product as W @ xᵀ: for 1-2 rows MKL's sgemm is ~2x faster in that layout on some CPUs
-    (measured on one: 0.9 vs 1.7 ms for one step's projections at 2 rows). The rounding differs (~1e-6 on
-    the logits), so tokens match the transformers path except at near-ties; EXACT (default) keeps the
-    logits bit-identical to it."""
+def _gemv(x, w, b=None):
+    """The same product as (W @ xᵀ)ᵀ, with W as stored (out, in) and b as a column (out, 1): the CPU
+    default. For 1-2 rows MKL's sgemm is ~1.3-2x faster in that layout (the x @ Wᵀ call packs the weight
+    on every call; measured here: 1.1 vs 2.2 ms for one step's 70 projections at 2 rows with the weights
+    out of L2). The rounding differs (~1e-6 on the logits), so tokens match the transformers path except
+    where a sampled uniform lands within ~1e-6 of a boundary; EXACT = True keeps the logits bit-identical
+    (tests/test_fast_sampler.py checks both)."""
     x = x.contiguous().t()
-    w = wt.t()
-    y = torch.mm(w, x) if b is None else torch.addmm(b.unsqueeze(1), w, x)
+    y = torch.mm(w, x) if b is None else torch.addmm(b, w, x)
     return y.t()
 
 
 def _lin(mod):
-    """(Wᵀ, b) of an nn.Linear, for _mm / _gemv."""
+    """(Wᵀ, b) of an nn.Linear, for _mm."""
     return mod.weight.t(), mod.bias
 
 
-def _layer_weights(layer) -> tuple:
+def _lin_gemv(mod):
+    """(W, b as a column) of an nn.Linear, for _gemv."""
+    return mod.weight, None if mod.bias is None else mod.bias.unsqueeze(1)
+
+
+def _layer_weights(layer, lin=_lin) -> tuple:
     """One decoder layer's tensors as a flat tuple (no nn.Module attribute lookups per step):
-    norm₁ (weight, eps), q, k, v, o (Wᵀ, b), norm₂ (weight, eps), gate, up, down (Wᵀ, b)."""
+    norm₁ (weight, eps), q, k, v, o (lin: weight, bias), norm₂ (weight, eps), gate, up, down."""
     a, m = layer.self_attn, layer.mlp
     n1, n2 = layer.input_layernorm, layer.post_attention_layernorm
-    return (n1.weight, n1.variance_epsilon, *_lin(a.q_proj), *_lin(a.k_proj), *_lin(a.v_proj), *_lin(a.o_proj),
-            n2.weight, n2.variance_epsilon, *_lin(m.gate_proj), *_lin(m.up_proj), *_lin(m.down_proj))
+    return (n1.weight, n1.variance_epsilon, *lin(a.q_proj), *lin(a.k_proj), *lin(a.v_proj), *lin(a.o_proj),
+            n2.weight, n2.variance_epsilon, *lin(m.gate_proj), *lin(m.up_proj), *lin(m.down_proj))
 
 
 def _rms_w(x: torch.Tensor, weight, eps: float) -> torch.Tensor:
@@ -178,15 +187,16 @@ class Decoder(nn.Module):
         # weight as a plain reference (no nn.Module attribute lookups per step). Made here, per decode,
         # so they always point at the parameters' current storage (the manager may move a model).
         self.step_inputs = list(zip(self.columns.split(1), *(t.unbind(0) for t in (*self.base_rope, *self.stack_rope))))
-        self.mm = _mm if EXACT or self.mask.device.type != "cpu" else _gemv
-        self.weights = tuple(([_layer_weights(l) for l in part.layers], (part.norm.weight, part.norm.variance_epsilon),
+        exact = EXACT or self.mask.device.type != "cpu"
+        self.mm, self.lin = (_mm, _lin) if exact else (_gemv, _lin_gemv)
+        self.weights = tuple(([_layer_weights(l, self.lin) for l in part.layers], (part.norm.weight, part.norm.variance_epsilon),
                               [kv.kv(i) for i in range(kv.n_layers)])
                              for part, kv in ((self.base, self.base_kv), (self.stack, self.stack_kv)))
         model = self.model[0]
         self.adapter = [(F.gelu, m.approximate) if isinstance(m, nn.GELU) else (_mm, *_lin(m)) for m in model.adapter.layers]
         if not all(isinstance(m, (nn.GELU, nn.Linear)) for m in model.adapter.layers):
             self.adapter = None  # an adapter of other modules: its own forward
-        self.head = _lin(model.head)
+        self.head = self.lin(model.head)
 
     def embed(self, code_vectors):
         """model.embed_codes, op for op (the adapter's Linear / GELU forwards called directly)."""
@@ -203,7 +213,7 @@ class Decoder(nn.Module):
 
     def logits(self, h):
         """model.head(h).float()."""
-        y = _mm(h, *self.head)
+        y = self.mm(h, *self.head)
         return y if y.dtype == torch.float32 else y.float()
 
     # -- the step ----------------------------------------------------------------------
@@ -251,7 +261,7 @@ class Decoder(nn.Module):
         if length is not None:
             mask = mask[..., :length] if self.padded else None
         if torch.compiler.is_compiling():  # read through the modules: parameters and buffers stay static inputs
-            weights = tuple(([_layer_weights(l) for l in part.layers], (part.norm.weight, part.norm.variance_epsilon),
+            weights = tuple(([_layer_weights(l, self.lin) for l in part.layers], (part.norm.weight, part.norm.variance_epsilon),
                              [kv.kv(i) for i in range(kv.n_layers)])
                             for part, kv in ((self.base, self.base_kv), (self.stack, self.stack_kv)))
         else:
