@@ -53,7 +53,10 @@ def main(argv=None):
                         "starting as the identity (LLaMA Pro block expansion)")
     t.add_argument("--model", default=None, help="finetune: the checkpoint to start from (default: embedded)")
     t.add_argument("--data", default=None, help="finetune: a caption folder (image + same-named .txt)")
-    t.add_argument("--steps", type=int, default=200)
+    t.add_argument("--steps", type=int, default=None,
+                   help="all: exactly this many steps for each stage it runs (a recorded run's count, replayed: "
+                        "the schedule, warmup and checkpoint intervals follow from it), instead of the preset's "
+                        "x --scale; finetune: training steps (default 200)")
     t.add_argument("--lr", type=float, default=3e-4)
 
     e = sub.add_parser("eval", help="ShapesEval / ShapesEdit / ShapesVQA / ShapesWISE")
@@ -79,11 +82,14 @@ def main(argv=None):
     g.add_argument("--reasoning", action="store_true")
 
     a = p.parse_args(argv)
+    if getattr(a, "steps", None) is not None and a.steps < 1:
+        p.error(f"--steps must be at least 1 (got {a.steps})")
     if a.cmd == "train" and a.stage == "all":
         from .pipeline import DEFAULT_CHECKPOINT
         from .train.recipe import Schedule, train_shapes
         train_shapes(a.out, Schedule(batch=a.batch, scale=a.scale, lr_scale=a.lr_scale, warmup=a.warmup,
-                                     onset_weight=a.onset_weight), device=a.device, seed=a.seed, workers=a.workers,
+                                     onset_weight=a.onset_weight, fixed=a.steps or 0),
+                     device=a.device, seed=a.seed, workers=a.workers,
                      stages=tuple(a.stages.split(",")), seconds=a.seconds,
                      start_from=DEFAULT_CHECKPOINT if a.start_from == "embedded" else a.start_from,
                      take=tuple(filter(None, a.take_checkpoint.split(","))), vq_encoder=a.vq_encoder,

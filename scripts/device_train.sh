@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train the embedded default on a lent GPU box (see README § Training the default model).
+# Train the embedded default on a lent GPU box (see README § Training; docs/star-shapes-training.md has what was run).
 # Runs stages in parallel where they are independent; each stage gets a time budget.
 #   bash scripts/device_train.sh PHASE OUT_DIR SECONDS [TRAIN ARGS...]
 #   (e.g. `... b runs/patch 600 --vq-encoder patch`: the extra arguments go to every `train all`)

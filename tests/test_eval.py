@@ -95,7 +95,7 @@ def test_question_for_is_question_with_kind_without_the_kind():
 
 
 def test_prompt_worth_of_the_embedded_stack_is_positive_and_zero_for_a_prompt_blind_one(monkeypatch):
-    """The shipped stack takes some of the image from the prompt (training phrasings; README § results);
+    """The shipped stack takes some of the image from the prompt (training phrasings; README § How good it is);
     a stack that sees the unconditional row in place of every caption is worth exactly 0 (on the same
     pairs: the measure is paired)."""
     from comfy_star.pipeline import STAR
@@ -137,15 +137,15 @@ def test_swap_word_changes_one_word_of_its_kind_everywhere_and_keeps_the_rest():
 
 
 def test_word_worth_finds_the_background_word_and_is_zero_for_a_prompt_blind_stack(monkeypatch):
-    """The shipped stack draws the background a caption names (README: ≈ 10 nats/image when that word is
-    swapped); a stack that sees the unconditional row in place of every caption scores ~0 (not exactly:
+    """The shipped stack draws the background a caption names (docs/star-shapes-training.md: ≈ 10
+    nats/image when that word is swapped); a stack that sees the unconditional row in place of every caption scores ~0 (not exactly:
     the unconditional row keeps its caption's length, and "gray" is shorter than "white")."""
     from comfy_star.pipeline import STAR
     from comfy_star.train import stage2_ar
     star = STAR.from_pretrained(device="cpu")
     read = benchmarks.word_worth(star, 32, 0, "background")
     assert read["nats_per_image"] > 1.0 and read["ce_swapped"] > read["ce_true"]
-    # and, since onset weighting (README), the colour: 1.31 here; 0.13 for the stack before it
+    # and, since onset weighting (docs/star-shapes-training.md), the colour: 1.31 here; 0.13 for the stack before it
     assert benchmarks.word_worth(star, 32, 0, "color")["nats_per_image"] > 0.6
     real_row = stage2_ar.training_row
     monkeypatch.setattr(stage2_ar, "training_row", lambda chat, prompt, drop: real_row(chat, prompt, True))

@@ -665,7 +665,7 @@ def test_vqa_returns_text_and_shows_it(model):
 
 @needs_real_model
 @pytest.mark.xfail(reason="the shipped base (stage 0) answers too few held-out questions (ShapesVQA in README "
-                          "§ results, issue 3); this is the target, kept so it starts passing once retrained",
+                          "§ How good it is, issue 3); this is the target, kept so it starts passing once retrained",
                    strict=False)
 def test_vqa_answers_about_shapes_scenes(model):
     import random
@@ -680,7 +680,7 @@ def test_vqa_answers_about_shapes_scenes(model):
 
 
 @needs_real_model
-@pytest.mark.xfail(reason="the shipped stack does not yet draw the prompt (ShapesEval in README § results, "
+@pytest.mark.xfail(reason="the shipped stack does not yet draw the prompt (ShapesEval in README § How good it is, "
                           "issue 3); this is the target, kept so it starts passing once retrained",
                    strict=False)
 def test_text_to_image_draws_the_prompt(model):

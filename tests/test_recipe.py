@@ -2,6 +2,8 @@
 finished checkpoint (`--start-from`) without changing the parts it does not train."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -87,6 +89,20 @@ def test_stack_layers_grows_the_shipped_stack_and_the_result_loads(tmp_path):
               "--scale", "1e-6", "--device", "cpu", "--stack-layers", "1"])
 
 
+def test_steps_replays_a_recorded_step_count(tmp_path):
+    """`train all --steps N` (scripts/reproduce_star_shapes.sh): each stage it runs takes exactly N steps,
+    whatever the preset's count, and its schedule ends there (a recorded run's step count, replayed)."""
+    from comfy_star.__main__ import main
+    main(["train", "all", "--out", str(tmp_path), "--start-from", "embedded", "--stages", "stage4,final",
+          "--batch", "2", "--device", "cpu", "--scale", "1e-6", "--steps", "3"])
+    log = [json.loads(line) for line in (tmp_path / "stage4" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 3  # not the 2 that --scale 1e-6 alone gives
+    assert log[-1]["lr"] < 3e-4 / 2  # the schedule (peak 3e-4) decayed over 3 steps, not the preset's 3,000
+    assert (tmp_path / "star-shapes.safetensors").exists()
+    with pytest.raises(SystemExit):  # argparse's error: "--steps must be at least 1 (got 0)"
+        main(["train", "all", "--out", str(tmp_path / "x"), "--steps", "0"])
+
+
 def test_take_checkpoint_stops_a_stage_early_and_keeps_what_exists(tmp_path):
     from comfy_star.train.checkpointing import save_checkpoint
     from comfy_star.train.recipe import take_checkpoint
@@ -106,8 +122,8 @@ def test_take_checkpoint_stops_a_stage_early_and_keeps_what_exists(tmp_path):
 @pytest.mark.parametrize("encoder, grid, codes, flag", [("patch", 8, 1024, 0), ("patch4", 16, 4096, 0),
                                                        ("patch", 8, 4096, 4096)])
 def test_the_patch_tokenizer_experiment_runs_from_the_cli(tmp_path, encoder, grid, codes, flag):
-    """`train all --vq-encoder patch|patch4` (README § Experiment): stage 1 trains the patch encoder with a
-    plain codebook (no projector), and the stage file loads strictly into that config's VQ, whose
+    """`train all --vq-encoder patch|patch4` (docs/star-shapes-training.md § Experiment): stage 1
+    trains the patch encoder with a plain codebook (no projector), and the stage file loads strictly into that config's VQ, whose
     64 px images are grid x grid tokens."""
     from comfy_star.__main__ import main
     from comfy_star.train.recipe import shapes_config

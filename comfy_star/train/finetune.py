@@ -192,7 +192,7 @@ def finetune_cli(a) -> Path:
         if step == 1 or step % max(1, total // 20) == 0 or step == total:
             print(f"[finetune] step {step}/{total} loss {loss:.4f}", flush=True)
 
-    tuned, _ = finetune_stack(star, examples, steps=a.steps, lr=a.lr, batch_size=a.batch, seed=a.seed, on_step=report)
+    tuned, _ = finetune_stack(star, examples, steps=200 if a.steps is None else a.steps, lr=a.lr, batch_size=a.batch, seed=a.seed, on_step=report)
     out.parent.mkdir(parents=True, exist_ok=True)
     print(save_model(tuned, out))
     return out

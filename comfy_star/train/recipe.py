@@ -48,8 +48,11 @@ class Schedule:
     lr_scale: float = 1.0  # multiplies every stage's learning rate
     warmup: int = 0        # linear warmup steps at the start of each stage (a warm start's fresh optimizer)
     onset_weight: float = 1.0  # stages 2 and 4: weight of "which code" where objects start (stage2_ar.token_loss)
+    fixed: int = 0         # > 0: every stage run takes exactly this many steps (a recorded run, replayed)
 
     def steps(self, name):
+        if self.fixed:
+            return self.fixed
         return max(2, int(getattr(self, name) * self.scale))
 
 
@@ -177,10 +180,11 @@ def take_checkpoint(out: Path, name: str) -> Path:
 
 
 def shapes_config(vq_encoder: str = "vqgan", codebook_size: int = 0):
-    """The star-shapes preset; `vq_encoder="patch"` is the patch-local tokenizer of README § Experiment
-    (a plain codebook with dead-code restarts in place of the projector, which collapses from a cold
-    start with that encoder), and "patch4" the same on 4 px patches with 4,096 codes. `codebook_size`
-    (0: the encoder's default) sets the number of codes, and with it the AR head's width."""
+    """The star-shapes preset; `vq_encoder="patch"` is the patch-local tokenizer of
+    docs/star-shapes-training.md § Experiment (a plain codebook with dead-code restarts in place of the
+    projector, which collapses from a cold start with that encoder), and "patch4" the same on 4 px
+    patches with 4,096 codes. `codebook_size` (0: the encoder's default) sets the number of codes, and
+    with it the AR head's width."""
     cfg = preset("star-shapes")
     if vq_encoder in ("patch", "patch4"):
         cfg.vq.encoder, cfg.vq.restart_every, cfg.vq.projector_dim, cfg.vq.projector_depth = "patch", 20, 0, 0

@@ -24,7 +24,8 @@ image took 29 different codes of its 64, and the stacked AR could not learn such
 plain codebook and dead-code restarts every 20 steps: on a 2-core CPU, 600 steps at batch 32 (the
 decoder warm-started from the conv VQ's) gave MSE 5.5e-3, 76 % codebook use, detector 34 %; the
 decoder alone (stage 1b) then 825 + 497 steps: MSE 3.1e-3, detector 62.5 %, and the AR's CE fell
-to 0.85 nats/token after stage 4; it was not shipped because its decoder is weaker (README).
+to 0.85 nats/token after stage 4; it was not shipped because its decoder is weaker
+(docs/star-shapes-training.md § Experiment).
 """
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ def check_outputs(name: str, history: dict, images: list[Path]) -> None:
     images:  local paths of every image it saved or previewed, in node-id order.
     Every image must be a readable RGB picture of a size the graph makes, with more than one
     colour in it (not a blank); every text output non-empty. Whether the pictures show the prompt
-    is judged by the library's benchmarks (README, results), not here: the embedded model does not
+    is judged by the library's benchmarks (README § How good it is), not here: the embedded model does not
     draw prompts yet; the VQA answers are judged by check_answer.
     """
     from PIL import Image
@@ -78,7 +78,7 @@ def right_answers(question: str, scene) -> set[str]:
 def check_answer(name: str, workflow: dict, history: dict, images: list[Path]) -> None:
     """The VQA text of workflow `name` (UI format) answers its question right about the image the
     VQA node saw, as the library's classical detector reads that image. Only for the bundled seeds:
-    the embedded model draws other scenes for other seeds (README, results)."""
+    the embedded model draws other scenes for other seeds (README § How good it is)."""
     from PIL import Image
     from comfy_star.data import detector
     questions = [n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "STARVQA"]

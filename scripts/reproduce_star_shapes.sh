@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Replays the runs that made the shipped comfy_star/assets/star-shapes.safetensors, each stage with the
+# step count it was recorded with (the table in docs/star-shapes-training.md), with the same schedules,
+# data seeds and warm starts: the same recipe step for step, though not the same bits (float sums round
+# differently with the thread count and the CPU, and hundreds of steps amplify that).
+#
+#   bash scripts/reproduce_star_shapes.sh             # ≈ 5 h on a 2-core CPU (the recorded runs: 4 h 56 min of training)
+#   OUT=runs/mine bash scripts/reproduce_star_shapes.sh
+#   QUICK=1 bash scripts/reproduce_star_shapes.sh     # 2 steps a stage: checks the chain runs (≈ 3 min)
+#
+# It starts where the patch-tokenizer model began: the conv-tokenizer model committed before 3af5f21
+# (read from git history): its base (stage 0) as it is, its VQ decoder, stack layers and diffusion
+# decoder as warm starts. That model's own
+# lineage (stage 0 on an H100, then CPU runs) is in docs/star-shapes-training.md; `python -m comfy_star
+# train all --vq-encoder patch --codebook-size 4096` trains the same architecture from nothing.
+# Resumable: a finished stage's file is kept and loaded, an interrupted stage resumes from its checkpoint.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -d .venv ] && source .venv/bin/activate
+if [ "${QUICK:-0}" = 1 ]; then OUT=${OUT:-runs/reproduce-quick}; else OUT=${OUT:-runs/reproduce}; fi
+mkdir -p "$OUT"
+steps() { if [ "${QUICK:-0}" = 1 ]; then echo 2; else echo "$1"; fi; }
+train() { python -m comfy_star train all --device cpu --batch 32 "$@"; }
+
+# 1. runs/p8k: the patch-local tokenizer (new encoder and 4,096 codes under the old VQ decoder), then a
+#    new adapter and head under the old stack's layers, then stages 3 and 4
+start="$OUT/conv-tokens.safetensors"
+if [ ! -f "$start" ]; then
+    git show 3af5f21~1:comfy_star/assets/star-shapes.safetensors > "$start.tmp" && mv "$start.tmp" "$start"
+fi
+python scripts/warm_start_files.py "$OUT/p8k" --from "$start" stage0 stage1:decoder stage2:stack stage3
+P=(--out "$OUT/p8k" --vq-encoder patch --codebook-size 4096)
+train "${P[@]}" --stages stage1 --steps "$(steps 1210)"
+# stages 1b (the VQ decoder on stage 1's fixed tokens) and 3 (the diffusion decoder) do not need the
+# stack, so they run beside stage 2, one thread each, as they did
+OMP_NUM_THREADS=1 train "${P[@]}" --stages stage2 --warmup 30 --steps "$(steps 658)" & stage2=$!
+OMP_NUM_THREADS=1 train "${P[@]}" --stages stage1b --steps "$(steps 506)"
+OMP_NUM_THREADS=1 train "${P[@]}" --stages stage3 --batch 16 --warmup 30 --steps "$(steps 698)"
+wait "$stage2"  # its exit status: a failed stage 2 stops the script here
+train "${P[@]}" --stages stage4,final --warmup 30 --steps "$(steps 714)"
+
+# 2. five rounds: stage 2 again from the model so far's whole stack at twice the learning rate, then a
+#    short stage 4; the last three on fresh data seeds with the onsets weighed up (--onset-weight)
+round() {  # round PREVIOUS NAME SEED ONSET_WEIGHT STAGE2_STEPS STAGE4_STEPS
+    local prev="$OUT/$1/star-shapes.safetensors" out="$OUT/$2"
+    python scripts/warm_start_files.py "$out" --from "$prev" stage2
+    local R=(--out "$out" --start-from "$prev" --warmup 30 --lr-scale 2 --seed "$3" --onset-weight "$4")
+    train "${R[@]}" --stages stage2 --steps "$(steps "$5")"
+    train "${R[@]}" --stages stage4,final --steps "$(steps "$6")"
+}
+round p8k  p8kC 0 1 1318 218
+round p8kC p8kD 0 1 937  251
+round p8kD p8kE 1 5 1114 283
+round p8kE p8kG 3 2 878  249
+round p8kG p8kH 4 2 464  130
+
+echo "reproduced: $OUT/p8kH/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
+echo "compare:    python -m comfy_star eval --model $OUT/p8kH/star-shapes.safetensors --n 20"
