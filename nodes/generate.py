@@ -71,7 +71,7 @@ class STARStackedARSample(ComfyNode):
                              tooltip="What to draw, or for an edit the instruction (\"make the circle green\"). "
                                      "Ignored when 'cond' is connected."),
                 seed_input(),
-                Float.Input("cfg", default=3.0, min=-1.0, max=100.0, step=0.1,
+                Float.Input("cfg", default=2.0, min=-1.0, max=100.0, step=0.1,
                             tooltip=f"Classifier-free guidance: how strongly to follow the prompt (1: off). {DEFAULT_NOTE}."),
                 Float.Input("temperature", default=1.0, min=-1.0, max=10.0, step=0.05,
                             tooltip=f"Sampling temperature (0: always the likeliest token). {DEFAULT_NOTE}."),

@@ -148,7 +148,7 @@ def run(node_id, **inputs):
 
 
 def sample(model, prompt=PROMPT, seed=0, batch_size=1, **kw):
-    args = dict(model=model, prompt=prompt, seed=seed, cfg=3.0, temperature=1.0, top_k=64, top_p=1.0,
+    args = dict(model=model, prompt=prompt, seed=seed, cfg=2.0, temperature=1.0, top_k=64, top_p=1.0,
                 batch_size=batch_size)
     args.update(kw)
     return run("STARStackedARSample", **args)[0]

@@ -60,7 +60,7 @@ def _n(class_type: str, **inputs) -> dict:
 
 M = ["1", 0]  # the loader's model output
 TARGET = "9"  # the node under test (the loader is "1")
-SAMPLE = dict(prompt="a red circle to the left of a blue square", seed=1, cfg=3.0, temperature=1.0, top_k=64,
+SAMPLE = dict(prompt="a red circle to the left of a blue square", seed=1, cfg=2.0, temperature=1.0, top_k=64,
               top_p=1.0, batch_size=1)
 
 
