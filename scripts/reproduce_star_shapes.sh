@@ -4,7 +4,7 @@
 # data seeds and warm starts: the same recipe step for step, though not the same bits (float sums round
 # differently with the thread count and the CPU, and hundreds of steps amplify that).
 #
-#   bash scripts/reproduce_star_shapes.sh             # ≈ 5.5 h on a 2-core CPU (the recorded runs: 5 h 23 min of training)
+#   bash scripts/reproduce_star_shapes.sh             # ≈ 6 h on a 2-core CPU (the recorded runs: 5 h 51 min of training)
 #   OUT=runs/mine bash scripts/reproduce_star_shapes.sh
 #   QUICK=1 bash scripts/reproduce_star_shapes.sh     # 2 steps a stage: checks the chain runs (≈ 3 min)
 #
@@ -39,8 +39,8 @@ OMP_NUM_THREADS=1 train "${P[@]}" --stages stage3 --batch 16 --warmup 30 --steps
 wait "$stage2"  # its exit status: a failed stage 2 stops the script here
 train "${P[@]}" --stages stage4,final --warmup 30 --steps "$(steps 714)"
 
-# 2. six rounds: stage 2 again from the model so far's whole stack at twice the learning rate, then a
-#    short stage 4; the last four on fresh data seeds with the onsets weighed up (--onset-weight)
+# 2. seven rounds: stage 2 again from the model so far's whole stack at twice the learning rate, then a
+#    short stage 4; the last five on fresh data seeds with the onsets weighed up (--onset-weight)
 round() {  # round PREVIOUS NAME SEED ONSET_WEIGHT STAGE2_STEPS STAGE4_STEPS
     local prev="$OUT/$1/star-shapes.safetensors" out="$OUT/$2"
     python scripts/warm_start_files.py "$out" --from "$prev" stage2
@@ -54,6 +54,7 @@ round p8kD p8kE 1 5 1114 283
 round p8kE p8kG 3 2 878  249
 round p8kG p8kH 4 2 464  130
 round p8kH p8kI 5 2 725  127
+round p8kI p8kJ 6 2 700  125
 
-echo "reproduced: $OUT/p8kI/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
-echo "compare:    python -m comfy_star eval --model $OUT/p8kI/star-shapes.safetensors --n 20"
+echo "reproduced: $OUT/p8kJ/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
+echo "compare:    python -m comfy_star eval --model $OUT/p8kJ/star-shapes.safetensors --n 20"
