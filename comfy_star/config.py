@@ -223,8 +223,8 @@ def _star_shapes():
                     image_patch_size=8, image_merge_size=2, system_prompt=None, reasoning_suffix=""),
         diffusion=DiffusionConfig(transformer=dict(SHAPES_TRANSFORMER), vq_channels=32, latent="pixels",
                                   latent_channels=48, latent_factor=4, text_encoder="base", max_text_tokens=128),
-        # cfg 2: on the shipped stack it met the prompt strictly 0.21 of the time against 0.10 at cfg 3
-        # (scripts/sampling_sweep.py, selection seed 777, 240 prompts; docs/star-shapes-training.md)
+        # cfg 2: runs/p8kI's stack met the prompt strictly 0.21 of the time against 0.10 at cfg 3, runs/p8kH's
+        # 0.17 against 0.12 (scripts/sampling_sweep.py, selection seed 777, 240 prompts; docs/star-shapes-training.md)
         sampling=SamplingConfig(cfg=2.0, temperature=1.0, top_k=64, top_p=1.0, diffusion_steps=12,
                                 diffusion_cfg=2.0, diffusion_image_cfg=1.0, diffusion_size=64,
                                 reasoning_max_tokens=48),

@@ -1,7 +1,7 @@
 """Can the tiny base learn *where* things are, with a given M-RoPE setting? (a diagnostic for issue 3)
 
-The shipped base answers colours and counts but not positions or shape kinds (docs/star-shapes-training.md § VQA per
-question kind). A suspect: M-RoPE gives an image token (t, h, w) positions one apart, and with the
+The shipped base answers colours and counts but not positions or shape kinds (docs/star-shapes-training.md
+§ VQA per question kind). A suspect: M-RoPE gives an image token (t, h, w) positions one apart, and with the
 star-shapes base (head_dim 48, rope_theta 1e4, mrope_section [8, 8, 8]) the h section's fastest
 frequency turns a query by 0.046 rad per row and the w section's by 0.0022 rad per column, so
 columns look alike to attention. This trains the base from scratch on position questions only

@@ -5,7 +5,8 @@
     python scripts/warm_start_files.py runs/p8k --from embedded stage0 stage1:decoder stage2:stack stage3
 
 How the shipped model was made (docs/star-shapes-training.md; scripts/reproduce_star_shapes.sh replays
-it): the previous model's base, its VQ decoder under a new patch-local encoder and 4,096-code codebook, its stack layers under a new adapter and head (both
+it): the previous model's base, its VQ decoder under a new patch-local encoder and 4,096-code
+codebook, its stack layers under a new adapter and head (both
 sized by the codebook), and its diffusion decoder; then `runs/p8kC`'s stage 2 went on from that model's
 whole stack (`stage2`: stack, adapter and head), the other stages taken as they were (`--start-from`):
 

@@ -106,8 +106,8 @@ def test_prompt_worth_of_the_embedded_stack_is_positive_and_zero_for_a_prompt_bl
     assert 0 < plain["token_acc"] < 1
     assert 0 < plain["onset_acc"] < 1 and 0 < plain["onset_acc_dropped"] < 1
     # (Not asserted: onset_acc > onset_acc_dropped. It is the exact code, sub-patch position and all, at
-    # ~2 onsets per image: the shipped stack scores 0.123 vs 0.101 on 256 pairs (seed 1234) but 0.088 vs
-    # 0.098 on 128 (seed 0), while the colour word is worth 3.3 nats/image to it: test_word_worth_*.)
+    # ~2 onsets per image: runs/p8kH's stack scored 0.123 vs 0.101 on 256 pairs (seed 1234) but 0.088 vs
+    # 0.098 on 128 (seed 0), while the colour word was worth 3.3 nats/image to it: test_word_worth_*.)
     again = benchmarks.prompt_worth(star, 32, 0, held_out=False)
     assert again == plain  # the same pairs for the same seed
     real_row = stage2_ar.training_row
@@ -145,7 +145,7 @@ def test_word_worth_finds_the_background_word_and_is_zero_for_a_prompt_blind_sta
     star = STAR.from_pretrained(device="cpu")
     read = benchmarks.word_worth(star, 32, 0, "background")
     assert read["nats_per_image"] > 1.0 and read["ce_swapped"] > read["ce_true"]
-    # and, since onset weighting (docs/star-shapes-training.md), the colour: 4.48 nats/image for the shipped
+    # and, since onset weighting (docs/star-shapes-training.md), the colour: 4.68 nats/image for the shipped
     # stack on 64 training pairs, 0.13 for the stacks before onset weighting
     assert benchmarks.word_worth(star, 32, 0, "color")["nats_per_image"] > 0.6
     real_row = stage2_ar.training_row
