@@ -6,7 +6,7 @@
 #
 #   bash scripts/reproduce_star_shapes.sh             # ≈ 6 h on a 2-core CPU (the recorded runs: 5 h 51 min of training)
 #   OUT=runs/mine bash scripts/reproduce_star_shapes.sh
-#   QUICK=1 bash scripts/reproduce_star_shapes.sh     # 2 steps a stage: checks the chain runs (≈ 3 min)
+#   QUICK=1 bash scripts/reproduce_star_shapes.sh     # 2 steps a stage: checks the chain runs (≈ 6 min)
 #
 # It starts where the patch-tokenizer model began: the conv-tokenizer model committed before 3af5f21
 # (read from git history): its base (stage 0) as it is, its VQ decoder, stack layers and diffusion
