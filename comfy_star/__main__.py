@@ -51,6 +51,11 @@ def main(argv=None):
                    help="all: stacked layers (default: as many as --start-from's checkpoint has, else the preset's 4); "
                         "a shallower stack from --start-from or an earlier stage 2 is grown, each new layer "
                         "starting as the identity (LLaMA Pro block expansion)")
+    t.add_argument("--edit-layout", choices=["release", "source_last"], default=None,
+                   help="all: where edit rows put the source image: 'release' (before the instruction, the "
+                        "authors' layout) or 'source_last' (after it, a fixed distance from the output) "
+                        "(default: --start-from's, else the preset's)")
+    t.add_argument("--edit-fraction", type=float, default=0.5, help="all: stage 4's share of edit rows")
     t.add_argument("--model", default=None, help="finetune: the checkpoint to start from (default: embedded)")
     t.add_argument("--data", default=None, help="finetune: a caption folder (image + same-named .txt)")
     t.add_argument("--steps", type=int, default=None,
@@ -82,18 +87,21 @@ def main(argv=None):
     g.add_argument("--reasoning", action="store_true")
 
     a = p.parse_args(argv)
+    if a.cmd == "train" and not 0 <= a.edit_fraction <= 1:
+        p.error(f"--edit-fraction must be between 0 and 1 (got {a.edit_fraction})")
     if getattr(a, "steps", None) is not None and a.steps < 1:
         p.error(f"--steps must be at least 1 (got {a.steps})")
     if a.cmd == "train" and a.stage == "all":
         from .pipeline import DEFAULT_CHECKPOINT
         from .train.recipe import Schedule, train_shapes
         train_shapes(a.out, Schedule(batch=a.batch, scale=a.scale, lr_scale=a.lr_scale, warmup=a.warmup,
-                                     onset_weight=a.onset_weight, fixed=a.steps or 0),
+                                     onset_weight=a.onset_weight, fixed=a.steps or 0,
+                                     edit_fraction=a.edit_fraction),
                      device=a.device, seed=a.seed, workers=a.workers,
                      stages=tuple(a.stages.split(",")), seconds=a.seconds,
                      start_from=DEFAULT_CHECKPOINT if a.start_from == "embedded" else a.start_from,
                      take=tuple(filter(None, a.take_checkpoint.split(","))), vq_encoder=a.vq_encoder,
-                     stack_layers=a.stack_layers, codebook_size=a.codebook_size)
+                     stack_layers=a.stack_layers, codebook_size=a.codebook_size, edit_layout=a.edit_layout)
     elif a.cmd == "train":
         from .train.finetune import finetune_cli
         finetune_cli(a)

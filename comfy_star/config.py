@@ -43,6 +43,9 @@ class VQConfig:
         return 2 ** (len(self.ch_mult) - 1)
 
 
+EDIT_LAYOUTS = ("release", "source_last")  # where an edit row puts the source (ar/prompts.py)
+
+
 @dataclass
 class ARConfig:
     """The frozen base VLM (a Qwen2.5-VL config dict) and the stacked layers above it."""
@@ -56,6 +59,13 @@ class ARConfig:
     image_merge_size: int = 2
     system_prompt: str | None = "You are a helpful assistant."
     reasoning_suffix: str = " Ultra HD, 4K, cinematic composition"  # release's "magic prompt"
+    # where an edit row puts the source: "release" (before the instruction) or "source_last" (after it,
+    # a fixed offset from the output; ar/prompts.py)
+    edit_layout: str = "release"
+
+    def __post_init__(self):
+        if self.edit_layout not in EDIT_LAYOUTS:
+            raise ValueError(f"ar.edit_layout {self.edit_layout!r}: expected one of {EDIT_LAYOUTS}")
 
 
 @dataclass

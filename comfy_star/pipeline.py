@@ -164,7 +164,7 @@ class STAR:
                 images = source_images or to_pil(source.source)
                 pixel_values, thw, _ = vision_inputs(self.parts.image_proc, images)
                 vision = (vit_features(ar.base, pixel_values, thw), thw)
-                rows = edit_rows(chat, prompts, src_ids)
+                rows = edit_rows(chat, prompts, src_ids, self.config.ar.edit_layout)
             batch = assemble(ar, rows, codebook, vision=vision, pad_id=chat.tok.pad_token_id)
             gen = torch.Generator(self.device).manual_seed(int(seed))
             ids = sampler.generate(ar, batch, codebook, grid * grid, params, gen, callback)

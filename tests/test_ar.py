@@ -142,6 +142,33 @@ def test_edit_rows_carry_codes_and_vision(tiny):
     assert ids.shape == (1, 3)
 
 
+@pytest.mark.parametrize("layout", ["release", "source_last"])
+def test_edit_layout_sets_the_source_to_output_distance(tiny, layout):
+    """In "source_last" rows every source code is the same number of positions before the output
+    token at its raster place whatever the instruction's length; in the release layout it is not."""
+    model, codebook, chat = tiny
+    src = torch.randint(0, K, (2, 16))
+    rows = edit_rows(chat, ["blue", "turn the square into a large circle"], src, layout)
+    grid = torch.tensor([[1, 4, 4], [1, 4, 4]])
+    batch = assemble(model, rows, codebook, vision=([torch.randn(4, 64), torch.randn(4, 64)], grid))
+    distances = []
+    for r, row in enumerate(rows[:2]):
+        pad = int((batch.attention_mask[r] == 0).sum())
+        first_code = pad + sum(len(s.ids) for s in row[:1])  # row[0] is the Text before the codes
+        assert isinstance(row[1], Codes)
+        distances.append(int(batch.next_position[r] - batch.position_ids[0, r, first_code]))
+    assert (distances[0] == distances[1]) == (layout == "source_last")
+    # the unconditional twins keep the conditional rows' lengths, so guidance pairs stay aligned
+    assert [sum(len(s.ids) for s in row if isinstance(s, Text)) for row in rows[:2]] == \
+        [sum(len(s.ids) for s in row if isinstance(s, Text)) for row in rows[2:]]
+
+
+def test_unknown_edit_layout_is_named():
+    from comfy_star.config import ARConfig
+    with pytest.raises(ValueError, match="edit_layout 'sideways'"):
+        ARConfig(edit_layout="sideways")
+
+
 def test_answer_runs_with_and_without_image(tiny):
     from PIL import Image
     from comfy_star.ar.understand import answer, image_processor

@@ -55,6 +55,28 @@ def test_vq_roundtrip_of_the_embedded_model_reads_back_the_scenes():
             conv.copy_(saved)
 
 
+def test_shapes_edit_scores_an_editor_that_draws_the_target_and_one_that_copies_the_source(monkeypatch):
+    """An editor whose tokens are the target render's matches every token and succeeds as often as
+    the VQ round trip reads scenes back; one that returns the source unchanged keeps the unedited
+    pixels but never succeeds (every Shapes edit changes the scene)."""
+    from comfy_star.pipeline import STAR
+    star = STAR.from_pretrained(device="cpu")
+    real_edit_for, targets = data.edits.edit_for, []
+
+    def edit_for(scene, rng, kind=None):
+        out = real_edit_for(scene, rng, kind)
+        targets.append(out[1])
+        return out
+    monkeypatch.setattr(data.edits, "edit_for", edit_for)
+    monkeypatch.setattr(star, "sample_tokens", lambda prompts, seed, source: star.encode(
+        [data.shapes.render(targets[-1], 64)]))
+    oracle = benchmarks.shapes_edit(star, 12, 3)
+    assert oracle["token_match"] == 1.0 and oracle["success"] >= 0.75
+    monkeypatch.setattr(star, "sample_tokens", lambda prompts, seed, source: source)
+    copier = benchmarks.shapes_edit(star, 12, 3)
+    assert copier["success"] == 0.0 and copier["token_match"] < 1.0 and copier["psnr_unedited"] > 20
+
+
 class Answerer:
     """Gives the true answer to each question (told to it as the question is drawn), or always 'no'."""
 

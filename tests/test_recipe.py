@@ -103,6 +103,22 @@ def test_steps_replays_a_recorded_step_count(tmp_path):
         main(["train", "all", "--out", str(tmp_path / "x"), "--steps", "0"])
 
 
+def test_edit_layout_is_chosen_then_inherited_from_start_from(tmp_path):
+    """`train all --edit-layout source_last` writes the layout into the file it makes; a later
+    `--start-from` that file keeps it unless told otherwise (its stack was tuned in that layout)."""
+    from comfy_star.__main__ import main
+    from comfy_star.checkpoint import read_config
+    common = ["--stages", "stage4,final", "--batch", "2", "--device", "cpu", "--steps", "1"]
+    main(["train", "all", "--out", str(tmp_path / "a"), "--start-from", "embedded", *common,
+          "--edit-layout", "source_last", "--edit-fraction", "1.0"])
+    first = tmp_path / "a" / "star-shapes.safetensors"
+    assert read_config(first).ar.edit_layout == "source_last"
+    main(["train", "all", "--out", str(tmp_path / "b"), "--start-from", str(first), *common])
+    assert read_config(tmp_path / "b" / "star-shapes.safetensors").ar.edit_layout == "source_last"
+    with pytest.raises(SystemExit):  # argparse's error: "--edit-fraction must be between 0 and 1 (got 1.5)"
+        main(["train", "all", "--out", str(tmp_path / "c"), "--edit-fraction", "1.5"])
+
+
 def test_take_checkpoint_stops_a_stage_early_and_keeps_what_exists(tmp_path):
     from comfy_star.train.checkpointing import save_checkpoint
     from comfy_star.train.recipe import take_checkpoint

@@ -4,14 +4,21 @@ Conditional row (release layout):
     [chat prefix ... '<|im_start|>user\\n'] [prompt] ['<|im_end|>\\n<|im_start|>assistant\\n'] [<|vision_start|>]
 Unconditional row: the same length; the first token and the assistant header + <|vision_start|> are
 kept, everything in between becomes <|fim_pad|> (release: `tokens[i, 1:-1] = fim_pad; tokens[i, -4:] = ...`).
-Editing inserts, right after 'user\\n', the source as VQ codes and as ViT features:
-    <|vision_start|> codes <|vision_end|> <|vision_start|> vit <|vision_end|> '\\n'
-in both rows, so the guidance is on the instruction alone.
+Editing adds the source as VQ codes and as ViT features,
+    <|vision_start|> codes <|vision_end|> <|vision_start|> vit <|vision_end|>
+to both rows, so the guidance is on the instruction alone. Where it goes is the config's
+`ar.edit_layout`:
+    "release"      right after 'user\\n', then '\\n' and the instruction (the authors' checkpoints)
+    "source_last"  after the instruction and a '\\n', just before the assistant header
+With "source_last" every source code sits the same number of positions before the output token at
+the same raster place, whatever the instruction's length, so copying an unedited region is one
+fixed relative offset under RoPE; in the release layout that offset moves with the instruction.
 """
 from __future__ import annotations
 
 import torch
 
+from ..config import EDIT_LAYOUTS
 from .sequence import Codes, Text, Vision
 from .tokenizer import ChatFormat
 
@@ -34,18 +41,28 @@ def t2i_rows(chat: ChatFormat, prompts: list[str]):
     return rows
 
 
-def edit_rows(chat: ChatFormat, instructions: list[str], source_codes: torch.Tensor):
-    """source_codes: (B, h*w). Vision(i) refers to the i-th source image's ViT features."""
-    cut = len(chat.user_prefix())
+def edit_row(chat: ChatFormat, ids: list[int], source_codes: torch.Tensor, index: int,
+             layout: str = "release") -> list:
+    """One edit row's segments: `ids` is a `chat_row` or its `uncond_row`; source_codes (h*w,);
+    Vision(index) is the source's ViT features."""
     vs, ve = chat.ids["<|vision_start|>"], chat.ids["<|vision_end|>"]
     newline = chat.encode("\n")
-    rows = {True: [], False: []}
-    for i, text in enumerate(instructions):
-        cond = chat_row(chat, text)
-        for is_cond, ids in ((True, cond), (False, uncond_row(chat, cond))):
-            rows[is_cond].append([Text(ids[:cut] + [vs]), Codes(source_codes[i]), Text([ve, vs]), Vision(i),
-                                  Text([ve] + newline + ids[cut:])])
-    return rows[True] + rows[False]
+    if layout == "release":
+        cut = len(chat.user_prefix())
+        return [Text(ids[:cut] + [vs]), Codes(source_codes), Text([ve, vs]), Vision(index),
+                Text([ve] + newline + ids[cut:])]
+    if layout == "source_last":
+        cut = len(ids) - len(chat.assistant_prefix()) - 1  # the assistant header and <|vision_start|>
+        return [Text(ids[:cut] + newline + [vs]), Codes(source_codes), Text([ve, vs]), Vision(index),
+                Text([ve] + ids[cut:])]
+    raise ValueError(f"edit layout {layout!r}: expected one of {EDIT_LAYOUTS}")
+
+
+def edit_rows(chat: ChatFormat, instructions: list[str], source_codes: torch.Tensor, layout: str = "release"):
+    """source_codes: (B, h*w). Rows: [cond_0 .. cond_B-1, uncond_0 .. uncond_B-1]."""
+    cond = [chat_row(chat, text) for text in instructions]
+    return ([edit_row(chat, ids, source_codes[i], i, layout) for i, ids in enumerate(cond)]
+            + [edit_row(chat, uncond_row(chat, ids), source_codes[i], i, layout) for i, ids in enumerate(cond)])
 
 
 def training_row(chat: ChatFormat, prompt: str, drop: bool) -> list[int]:

@@ -49,6 +49,7 @@ class Schedule:
     warmup: int = 0        # linear warmup steps at the start of each stage (a warm start's fresh optimizer)
     onset_weight: float = 1.0  # stages 2 and 4: weight of "which code" where objects start (stage2_ar.token_loss)
     fixed: int = 0         # > 0: every stage run takes exactly this many steps (a recorded run, replayed)
+    edit_fraction: float = 0.5  # stage 4: the share of a batch's rows that are edits
 
     def steps(self, name):
         if self.fixed:
@@ -214,7 +215,8 @@ def tokenizer_of(stage1_file) -> tuple[str, int]:
 
 def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, device=None, seed=0,
                  workers=0, stages=ALL_STAGES, seconds: float = 0, start_from=None, take=(),
-                 vq_encoder: str | None = None, stack_layers: int = 0, codebook_size: int = 0) -> Path:
+                 vq_encoder: str | None = None, stack_layers: int = 0, codebook_size: int = 0,
+                 edit_layout: str | None = None) -> Path:
     sched = schedule or Schedule()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -238,6 +240,11 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
         stack_layers = read_config(start_from).ar.num_stacked_layers
     if stack_layers:  # a shallower stage-2 stack (an older checkpoint's) is grown to this depth
         cfg.ar.num_stacked_layers = stack_layers
+    if edit_layout is None and start_from:  # not chosen: the layout --start-from's stack was tuned in
+        from ..checkpoint import read_config
+        edit_layout = read_config(start_from).ar.edit_layout
+    if edit_layout:
+        cfg.ar.edit_layout = edit_layout
     B = sched.batch
     tune = dict(lr_scale=sched.lr_scale, warmup=sched.warmup)
 
@@ -306,7 +313,8 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
         log("stage4 skipped on request: the model ships stage 2's stack (no edit tuning)")
         run_stage(out, "stage2", parts.ar, None, None, 0, B, 0, seed, workers, run=False)
     elif {"stage4", "final"} & set(stages):
-        mb4 = stage2_ar.make_batch_fn(parts.image_proc, cfg.image_size, B, seed + 2, edit_fraction=0.5)
+        mb4 = stage2_ar.make_batch_fn(parts.image_proc, cfg.image_size, B, seed + 2,
+                                      edit_fraction=sched.edit_fraction)
         loss4 = lambda m, b: stage2_ar.ar_loss(m, parts, to_device(b, device), device, sched.onset_weight)
         run_stage(out, "stage4", parts.ar, mb4, loss4, sched.steps("stage4"), B, 3e-4, seed, workers,
                   run="stage4" in stages, seconds=seconds, samples=lambda path: sample_strip(parts, path), **tune)

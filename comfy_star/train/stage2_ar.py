@@ -11,8 +11,8 @@ import random
 import torch
 import torch.nn.functional as F
 
-from ..ar.prompts import chat_row, training_row, uncond_row
-from ..ar.sequence import Codes, Text, Vision, assemble
+from ..ar.prompts import chat_row, edit_row, training_row, uncond_row
+from ..ar.sequence import Codes, Text, assemble
 from ..ar.understand import vision_inputs, vit_features
 
 
@@ -68,13 +68,11 @@ def build_rows(parts, batch, device):
         src_ids, tgt_ids = encode_ids(vq, batch["sources"], device), encode_ids(vq, batch["targets"], device)
         with torch.no_grad():
             vision = (vit_features(parts.ar.base, batch["pixel_values"], batch["grid"]), batch["grid"])
-        cut = len(chat.user_prefix())
-        vs, ve = chat.ids["<|vision_start|>"], chat.ids["<|vision_end|>"]
+        layout = parts.config.ar.edit_layout
         for i, (text, s, t) in enumerate(zip(batch["instructions"], src_ids, tgt_ids)):
             cond = chat_row(chat, text)
             ids = uncond_row(chat, cond) if next(drops) else cond
-            rows.append([Text(ids[:cut] + [vs]), Codes(s), Text([ve, vs]), Vision(i),
-                         Text([ve] + chat.encode("\n") + ids[cut:]), Codes(t)])
+            rows.append(edit_row(chat, ids, s, i, layout) + [Codes(t)])
             targets.append(t)
     return rows, vision, torch.stack(targets)
 
