@@ -230,7 +230,8 @@ def _star_shapes():
                     num_res_blocks=1, attn_heads=1, projector_dim=32, projector_depth=2),
         # 4 stacked layers: the shipped stack was trained at 2, then grown (`train all --stack-layers`)
         ar=ARConfig(base=copy.deepcopy(SHAPES_BASE), num_stacked_layers=4, adapter_depth=2, tokenizer="bytes",
-                    image_patch_size=8, image_merge_size=2, system_prompt=None, reasoning_suffix=""),
+                    image_patch_size=8, image_merge_size=2, system_prompt=None, reasoning_suffix="",
+                    edit_layout="source_last"),  # edits copy the source at one fixed offset (ar/prompts.py)
         diffusion=DiffusionConfig(transformer=dict(SHAPES_TRANSFORMER), vq_channels=32, latent="pixels",
                                   latent_channels=48, latent_factor=4, text_encoder="base", max_text_tokens=128),
         # cfg 2: runs/p8kI's stack met the prompt strictly 0.21 of the time against 0.10 at cfg 3, runs/p8kH's

@@ -4,9 +4,9 @@
 # data seeds and warm starts: the same recipe step for step, though not the same bits (float sums round
 # differently with the thread count and the CPU, and hundreds of steps amplify that).
 #
-#   bash scripts/reproduce_star_shapes.sh             # ≈ 6 h on a 2-core CPU (the recorded runs: 5 h 51 min of training)
+#   bash scripts/reproduce_star_shapes.sh             # ≈ 7 h on a 2-core CPU (the recorded runs: 6 h 48 min of training)
 #   OUT=runs/mine bash scripts/reproduce_star_shapes.sh
-#   QUICK=1 bash scripts/reproduce_star_shapes.sh     # 2 steps a stage: checks the chain runs (≈ 6 min)
+#   QUICK=1 bash scripts/reproduce_star_shapes.sh     # 2 steps a stage: checks the chain runs (≈ 7 min)
 #
 # It starts where the patch-tokenizer model began: the conv-tokenizer model committed before 3af5f21
 # (read from git history): its base (stage 0) as it is, its VQ decoder, stack layers and diffusion
@@ -56,5 +56,16 @@ round p8kG p8kH 4 2 464  130
 round p8kH p8kI 5 2 725  127
 round p8kI p8kJ 6 2 700  125
 
-echo "reproduced: $OUT/p8kJ/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
-echo "compare:    python -m comfy_star eval --model $OUT/p8kJ/star-shapes.safetensors --n 20"
+# 3. editing in the "source_last" row layout (the source a fixed distance before the output): stage 4
+#    only, on edits alone, then three edits to one text-to-image row, then one to one
+edit() {  # edit PREVIOUS NAME SEED BATCH EDIT_FRACTION STEPS
+    train --out "$OUT/$2" --start-from "$OUT/$1/star-shapes.safetensors" --stages stage4,final --warmup 20 \
+        --lr-scale 2 --onset-weight 2 --edit-layout source_last --seed "$3" --batch "$4" \
+        --edit-fraction "$5" --steps "$(steps "$6")"
+}
+edit p8kJ  edit600 8  16 1.0  600
+edit edit600 p8kL  9  16 0.75 2000
+edit p8kL  p8kM    10 32 0.5  300
+
+echo "reproduced: $OUT/p8kM/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
+echo "compare:    python -m comfy_star eval --model $OUT/p8kM/star-shapes.safetensors --n 20"
