@@ -4,7 +4,7 @@
 # data seeds and warm starts: the same recipe step for step, though not the same bits (float sums round
 # differently with the thread count and the CPU, and hundreds of steps amplify that).
 #
-#   bash scripts/reproduce_star_shapes.sh             # ≈ 7 h on a 2-core CPU (the recorded runs: 6 h 48 min of training)
+#   bash scripts/reproduce_star_shapes.sh             # ≈ 7 h on a 2-core CPU (the recorded runs: 7 h 04 min of training)
 #   OUT=runs/mine bash scripts/reproduce_star_shapes.sh
 #   QUICK=1 bash scripts/reproduce_star_shapes.sh     # 2 steps a stage: checks the chain runs (≈ 7 min)
 #
@@ -57,7 +57,7 @@ round p8kH p8kI 5 2 725  127
 round p8kI p8kJ 6 2 700  125
 
 # 3. editing in the "source_last" row layout (the source a fixed distance before the output): stage 4
-#    only, on edits alone, then three edits to one text-to-image row, then one to one
+#    only, on edits alone, then three edits to one text-to-image row, then one to one twice
 edit() {  # edit PREVIOUS NAME SEED BATCH EDIT_FRACTION STEPS
     train --out "$OUT/$2" --start-from "$OUT/$1/star-shapes.safetensors" --stages stage4,final --warmup 20 \
         --lr-scale 2 --onset-weight 2 --edit-layout source_last --seed "$3" --batch "$4" \
@@ -66,6 +66,7 @@ edit() {  # edit PREVIOUS NAME SEED BATCH EDIT_FRACTION STEPS
 edit p8kJ  edit600 8  16 1.0  600
 edit edit600 p8kL  9  16 0.75 2000
 edit p8kL  p8kM    10 32 0.5  300
+edit p8kM  p8kN    11 32 0.5  450
 
-echo "reproduced: $OUT/p8kM/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
-echo "compare:    python -m comfy_star eval --model $OUT/p8kM/star-shapes.safetensors --n 20"
+echo "reproduced: $OUT/p8kN/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
+echo "compare:    python -m comfy_star eval --model $OUT/p8kN/star-shapes.safetensors --n 20"
