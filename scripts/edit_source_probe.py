@@ -14,7 +14,6 @@ import argparse
 
 import torch
 
-from comfy_star.ar.sequence import assemble
 from comfy_star.eval.benchmarks import shapes_edit
 from comfy_star.pipeline import STAR
 from comfy_star.train import stage2_ar
@@ -22,12 +21,7 @@ from comfy_star.train import stage2_ar
 
 @torch.no_grad()
 def teacher_forced(star, batch) -> dict:
-    parts = star.parts
-    rows, vision, targets = stage2_ar.build_rows(parts, batch, star.device)
-    b = assemble(parts.ar, rows, parts.vq.codebook(), vision=vision, pad_id=parts.chat.tok.pad_token_id)
-    n = targets.shape[1]
-    mask = None if bool(b.attention_mask.all()) else b.attention_mask[:, :-1]
-    logits = parts.ar(b.embeds[:, :-1], b.position_ids[:, :, :-1], mask)[:, -n:].float()
+    logits, targets = stage2_ar.teacher_forced_logits(star.parts.ar, star.parts, batch, star.device)
     ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
     onset = stage2_ar.onset_mask(targets)
     return {"ce": ce.mean().item(), "onset_ce": ce[onset].mean().item(),

@@ -100,8 +100,10 @@ def onset_mask(targets: torch.Tensor) -> torch.Tensor:
     return (obj & ~left & ~up).flatten(1)
 
 
-def ar_loss(model, parts, batch, device, onset_weight: float = 1.0):
-    """`model` is `parts.ar`, possibly wrapped by accelerate (DDP): the forward goes through it."""
+def teacher_forced_logits(model, parts, batch, device):
+    """One teacher-forced forward over a batch → (logits (B, n, V) float, targets (B, n)).
+
+    `model` is `parts.ar`, possibly wrapped by accelerate (DDP): the forward goes through it."""
     rows, vision, targets = build_rows(parts, batch, device)
     codebook = parts.vq.codebook().detach()
     b = assemble(parts.ar, rows, codebook, vision=vision, pad_id=parts.chat.tok.pad_token_id)
@@ -109,6 +111,11 @@ def ar_loss(model, parts, batch, device, onset_weight: float = 1.0):
     # column j predicts column j+1: the n columns before the last predict the n image tokens
     mask = None if bool(b.attention_mask.all()) else b.attention_mask[:, :-1]
     logits = model(b.embeds[:, :-1], b.position_ids[:, :, :-1], mask)[:, -n:].float()
+    return logits, targets
+
+
+def ar_loss(model, parts, batch, device, onset_weight: float = 1.0):
+    logits, targets = teacher_forced_logits(model, parts, batch, device)
     return token_loss(logits, targets, onset_weight)
 
 
