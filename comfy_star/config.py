@@ -88,6 +88,9 @@ class SamplingConfig:
     temperature: float = 1.0
     top_k: int = 1000
     top_p: float = 1.0
+    # edits (a source image given) copy most of the source, and sample better colder: None = as above
+    edit_cfg: float | None = None
+    edit_temperature: float | None = None
     diffusion_steps: int = 40
     diffusion_cfg: float = 4.5
     diffusion_image_cfg: float = 1.05
@@ -236,7 +239,10 @@ def _star_shapes():
                                   latent_channels=48, latent_factor=4, text_encoder="base", max_text_tokens=128),
         # cfg 2: runs/p8kI's stack met the prompt strictly 0.21 of the time against 0.10 at cfg 3, runs/p8kH's
         # 0.17 against 0.12 (scripts/sampling_sweep.py, selection seed 777, 240 prompts; docs/star-shapes-training.md)
-        sampling=SamplingConfig(cfg=2.0, temperature=1.0, top_k=64, top_p=1.0, diffusion_steps=12,
+        # edits at cfg 1.5, temperature 0.25: runs/p8kO's edits succeeded 0.25 of the time against 0.15 at
+        # cfg 2, temperature 1 (scripts/sampling_sweep.py --task edit, selection seed 777, 120 edits)
+        sampling=SamplingConfig(cfg=2.0, temperature=1.0, top_k=64, top_p=1.0, edit_cfg=1.5, edit_temperature=0.25,
+                                diffusion_steps=12,
                                 diffusion_cfg=2.0, diffusion_image_cfg=1.0, diffusion_size=64,
                                 reasoning_max_tokens=48),
     )

@@ -144,6 +144,9 @@ class STAR:
         """Stacked-AR sampling of one token grid per prompt; with `source`, an edit of it."""
         prompts = prompt_list(prompts)
         d = self.defaults
+        if source is not None:  # an edit: its own defaults where the model has them
+            cfg = cfg if cfg is not None else d.edit_cfg
+            temperature = temperature if temperature is not None else d.edit_temperature
         params = sampler.SampleParams(cfg=d.cfg if cfg is None else cfg,
                                       temperature=d.temperature if temperature is None else temperature,
                                       top_k=d.top_k if top_k is None else top_k,

@@ -71,10 +71,13 @@ class STARStackedARSample(ComfyNode):
                              tooltip="What to draw, or for an edit the instruction (\"make the circle green\"). "
                                      "Ignored when 'cond' is connected."),
                 seed_input(),
-                Float.Input("cfg", default=2.0, min=-1.0, max=100.0, step=0.1,
-                            tooltip=f"Classifier-free guidance: how strongly to follow the prompt (1: off). {DEFAULT_NOTE}."),
-                Float.Input("temperature", default=1.0, min=-1.0, max=10.0, step=0.05,
-                            tooltip=f"Sampling temperature (0: always the likeliest token). {DEFAULT_NOTE}."),
+                Float.Input("cfg", default=checks.MODEL_DEFAULT, min=-1.0, max=100.0, step=0.1,
+                            tooltip=f"Classifier-free guidance: how strongly to follow the prompt (1: off). "
+                                    f"{DEFAULT_NOTE}, which for edits may differ (star-shapes: 2, edits 1.5)."),
+                Float.Input("temperature", default=checks.MODEL_DEFAULT, min=-1.0, max=10.0, step=0.05,
+                            tooltip=f"Sampling temperature (0: always the likeliest token). {DEFAULT_NOTE}, which "
+                                    f"for edits may differ: they copy most of the source, and a colder draw keeps "
+                                    f"it (star-shapes: 1, edits 0.25)."),
                 Int.Input("top_k", default=64, min=-1, max=TOP_K_MAX,
                           tooltip=f"Sample among the k likeliest tokens (0: all). {DEFAULT_NOTE}."),
                 Float.Input("top_p", default=1.0, min=-1.0, max=1.0, step=0.01,

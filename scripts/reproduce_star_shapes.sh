@@ -4,7 +4,7 @@
 # data seeds and warm starts: the same recipe step for step, though not the same bits (float sums round
 # differently with the thread count and the CPU, and hundreds of steps amplify that).
 #
-#   bash scripts/reproduce_star_shapes.sh             # ≈ 7 h on a 2-core CPU (the recorded runs: 7 h 04 min of training)
+#   bash scripts/reproduce_star_shapes.sh             # ≈ 7 h 40 min on a 2-core CPU (the recorded runs: 7 h 40 min of training)
 #   OUT=runs/mine bash scripts/reproduce_star_shapes.sh
 #   QUICK=1 bash scripts/reproduce_star_shapes.sh     # 2 steps a stage: checks the chain runs (≈ 7 min)
 #
@@ -67,6 +67,7 @@ edit p8kJ  edit600 8  16 1.0  600
 edit edit600 p8kL  9  16 0.75 2000
 edit p8kL  p8kM    10 32 0.5  300
 edit p8kM  p8kN    11 32 0.5  450
+edit p8kN  p8kO    12 32 0.5  1000
 
-echo "reproduced: $OUT/p8kN/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
-echo "compare:    python -m comfy_star eval --model $OUT/p8kN/star-shapes.safetensors --n 20"
+echo "reproduced: $OUT/p8kO/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
+echo "compare:    python -m comfy_star eval --model $OUT/p8kO/star-shapes.safetensors --n 20"

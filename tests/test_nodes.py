@@ -567,6 +567,26 @@ def test_edit_with_source_tokens_and_image(model):
     assert sample(model, prompt="remove the square", source_image=pair).ids.shape == (2, grid, grid)
 
 
+def test_edits_at_minus_one_take_the_models_edit_defaults(model):
+    import dataclasses
+    src_image, _ = shapes_image(1)
+    src = run("STARVQEncode", model=model, image=src_image)[0]
+    edit = dict(prompt="make the circle green", seed=3, source_tokens=src, top_k=-1, top_p=-1)
+    d = model.defaults
+    at_default = sample(model, cfg=-1, temperature=-1, **edit)
+    assert d.edit_cfg is not None and d.edit_temperature is not None
+    assert torch.equal(at_default.ids, sample(model, cfg=d.edit_cfg, temperature=d.edit_temperature, **edit).ids)
+    assert not torch.equal(at_default.ids, sample(model, cfg=d.cfg, temperature=d.temperature, **edit).ids)
+    # a model with no edit defaults (the authors' configs) edits at its text-to-image ones
+    saved = model.config.sampling
+    model.config.sampling = dataclasses.replace(saved, edit_cfg=None, edit_temperature=None)
+    try:
+        plain = sample(model, cfg=-1, temperature=-1, **edit)
+    finally:
+        model.config.sampling = saved
+    assert torch.equal(plain.ids, sample(model, cfg=d.cfg, temperature=d.temperature, **edit).ids)
+
+
 def test_edit_batch_mismatch_is_refused(model):
     pair = image(2)
     src3 = run("STARVQEncode", model=model, image=image(3))[0]
