@@ -38,6 +38,7 @@ def main():
     sampling = star.config.sampling  # the defaults every generate() call reads
     for cfg, temperature, top_k in itertools.product(a.cfg, a.temperature, a.top_k):
         sampling.cfg, sampling.temperature, sampling.top_k = cfg, temperature, top_k
+        sampling.edit_cfg, sampling.edit_temperature = cfg, temperature  # edits read these where set
         t = time.time()
         if a.task == "edit":
             r, keep = shapes_edit(star, a.n, a.seed), ("success", "psnr_unedited", "token_match")
