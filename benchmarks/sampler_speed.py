@@ -6,6 +6,8 @@ Times, in one run and interleaved round by round (the best round of each is kept
              cond + uncond rows batched in one forward                         (the default sampler;
              on the CPU its projections run as W @ xᵀ, MKL's quicker layout for 1-2 rows: logits
              within ~1e-6 of the reference)
+  fast-torch the same with fast.KERNEL = False: the step as PyTorch operator calls instead of the fused
+             C step (ar/kernel/decode_step.c, the CPU default where a C compiler built it)
   fast-exact the same with fast.EXACT = True (CPU only): projections as x @ Wᵀ, logits bit-identical
              to the reference
   unguided   fast with cfg = 1: one row (the guidance cost is fast ÷ unguided)
@@ -99,13 +101,15 @@ def naive(ar, rows, codebook, n, params, gen):
     return out
 
 
-def exact(fn):
-    """Run fn with fast.EXACT on: the CPU x @ Wᵀ projections, bit-identical to transformers."""
-    saved, fast.EXACT = fast.EXACT, True
+def flagged(name, value, fn):
+    """Run fn with fast.<name> set: EXACT (CPU x @ Wᵀ projections, bit-identical to transformers) or
+    KERNEL (False: the PyTorch step instead of the fused C step)."""
+    saved = getattr(fast, name)
+    setattr(fast, name, value)
     try:
         return fn()
     finally:
-        fast.EXACT = saved
+        setattr(fast, name, saved)
 
 
 def sync(device):
@@ -215,13 +219,16 @@ def main():
     methods = {
         "fast": lambda k: fast.generate_fast(ar, batch, codebook, k, params, g(), compile=False),
         "unguided": lambda k: fast.generate_fast(ar, batch, codebook, k, unguided, g(), compile=False),
-        "fast-exact": lambda k: exact(lambda: fast.generate_fast(ar, batch, codebook, k, params, g(), compile=False)),
+        "fast-torch": lambda k: flagged("KERNEL", False,
+                                        lambda: fast.generate_fast(ar, batch, codebook, k, params, g(), compile=False)),
+        "fast-exact": lambda k: flagged("EXACT", True,
+                                        lambda: fast.generate_fast(ar, batch, codebook, k, params, g(), compile=False)),
         "reference": lambda k: generate(ar, batch, codebook, k, params, g(), fast=False),
         "two-pass": lambda k: two_pass(ar, batch, codebook, k, params, g()),
         "naive": lambda k: naive(ar, rows, codebook, k, params, g()),
     }
     if dev != "cpu":
-        del methods["fast-exact"]  # on CUDA the default is the exact path
+        del methods["fast-exact"], methods["fast-torch"]  # on CUDA the default is the exact path, no C step
     methods = {k: f for k, f in methods.items() if k not in skip}
     for f in methods.values():  # warm up (allocators, kernels, libraries)
         clock(lambda: f(min(n, 4)), dev)
@@ -241,8 +248,9 @@ def main():
     log("tokens/s   " + "   ".join(f"{k} {n / t:.1f}" for k, t in best.items()))
     if "reference" in outs:
         log(f"same tokens as the reference (transformers) sampler: {torch.equal(outs['fast'], outs['reference'])}"
-            + (f"; fast-exact: {torch.equal(outs['fast-exact'], outs['reference'])}" if "fast-exact" in outs else ""))
-    for ours in ("fast", "fast-exact"):
+            + "".join(f"; {k}: {torch.equal(outs[k], outs['reference'])}" for k in ("fast-torch", "fast-exact")
+                      if k in outs))
+    for ours in ("fast", "fast-torch", "fast-exact"):
         for k, target in (("naive", 10.0), ("two-pass", 1.5), ("reference", None)):
             if k in best and ours in best:
                 r = best[k] / best[ours]

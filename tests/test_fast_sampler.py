@@ -1,9 +1,14 @@
 """The fast decode (static KV cache, the layers' weights run directly) against the transformers loop:
-same tokens for the same seed, logits within 1e-4, for left-padded text-to-image, cfg = 1 and editing."""
+same tokens for the same seed, logits within 1e-4, for left-padded text-to-image, cfg = 1 and editing;
+in each of its three CPU modes: "exact" (x @ Wᵀ, bit-identical), "gemv" (the PyTorch step in the W @ xᵀ
+layout) and "kernel" (the fused C step of ar/kernel/, the default where a C compiler is found)."""
+import shutil
+import warnings
+
 import pytest
 import torch
 
-from comfy_star.ar import fast, sampler
+from comfy_star.ar import fast, kernel, sampler
 from comfy_star.ar.model import StackedAR, build_base
 from comfy_star.ar.prompts import edit_rows, t2i_rows
 from comfy_star.ar.sampler import Caches, SampleParams, generate
@@ -39,15 +44,69 @@ def edit_batch(model, codebook, chat):
 
 
 BATCHES = {"t2i": t2i_batch, "edit": edit_batch}
+MODES = ["exact", "gemv", "kernel"]
+
+
+def set_mode(monkeypatch, mode):
+    monkeypatch.setattr(fast, "EXACT", mode == "exact")
+    monkeypatch.setattr(fast, "KERNEL", mode == "kernel")
+    if mode == "kernel" and kernel.library() is None:
+        pytest.skip(f"the fused step did not build here: {kernel._failed}")
+
+
+def test_kernel_builds_where_there_is_a_compiler():
+    """Where a C compiler exists the fused step must build, or every "kernel" test above would skip."""
+    if not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")):
+        pytest.skip("no C compiler here")
+    assert kernel.library() is not None, kernel._failed
+
+
+def test_kernel_is_the_cpu_default(tiny):
+    model, codebook, chat = tiny
+    batch = t2i_batch(model, codebook, chat)
+    if kernel.library() is None:
+        pytest.skip("no fused step here")
+    _, dec = fast.prefill(model, batch, 4)
+    assert dec.kernel is not None and fast.KERNEL and not fast.EXACT
+
+
+def test_a_failed_build_falls_back_with_a_warning(tiny, monkeypatch, tmp_path):
+    """No working compiler: one warning naming why, then the PyTorch step (same tokens as the reference);
+    nothing half-written is left in the cache."""
+    model, codebook, chat = tiny
+    monkeypatch.setattr(kernel, "_lib", None)
+    monkeypatch.setattr(kernel, "_failed", None)
+    monkeypatch.setenv("COMFY_STAR_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    batch = t2i_batch(model, codebook, chat)
+    p = SampleParams(cfg=3.0, top_k=10)
+    with pytest.warns(UserWarning, match="fused CPU decode step is unavailable.*false failed"):
+        ours = fast.generate_fast(model, batch, codebook, 6, p, torch.Generator().manual_seed(2))
+    with warnings.catch_warnings(record=True) as seen:  # warned once, not per call
+        warnings.simplefilter("always")
+        again = fast.generate_fast(model, batch, codebook, 6, p, torch.Generator().manual_seed(2))
+    assert not [w for w in seen if "fused" in str(w.message)]
+    ref = generate(model, batch, codebook, 6, p, torch.Generator().manual_seed(2), fast=False)
+    assert torch.equal(ours, ref) and torch.equal(again, ref)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_kernel_can_be_turned_off(tiny, monkeypatch):
+    model, codebook, chat = tiny
+    monkeypatch.setattr(kernel, "_lib", None)
+    monkeypatch.setattr(kernel, "_failed", None)
+    monkeypatch.setenv("COMFY_STAR_KERNEL", "0")
+    _, dec = fast.prefill(model, t2i_batch(model, codebook, chat), 4)
+    assert dec.kernel is None
 
 
 @pytest.mark.parametrize("kind", BATCHES)
 @pytest.mark.parametrize("params", [SampleParams(cfg=3.0, temperature=0), SampleParams(cfg=3.0, top_k=10),
                                     SampleParams(cfg=4.0, temperature=0.8, top_k=20, top_p=0.9),
                                     SampleParams(cfg=1.0, top_k=10)], ids=["greedy", "topk", "topp", "cfg1"])
-@pytest.mark.parametrize("exact", [True, False], ids=["exact", "gemv"])
-def test_same_tokens_as_reference(tiny, kind, params, exact, monkeypatch):
-    monkeypatch.setattr(fast, "EXACT", exact)
+@pytest.mark.parametrize("mode", MODES)
+def test_same_tokens_as_reference(tiny, kind, params, mode, monkeypatch):
+    set_mode(monkeypatch, mode)
     model, codebook, chat = tiny
     batch = BATCHES[kind](model, codebook, chat)
     ref = generate(model, batch, codebook, 12, params, torch.Generator().manual_seed(3), fast=False)
@@ -57,12 +116,15 @@ def test_same_tokens_as_reference(tiny, kind, params, exact, monkeypatch):
 
 @pytest.mark.parametrize("kind", BATCHES)
 @pytest.mark.parametrize("static", [False, True], ids=["prefix", "static"])
-@pytest.mark.parametrize("exact", [True, False], ids=["exact", "gemv"])
-def test_logits_match_reference(tiny, kind, static, exact, monkeypatch):
+@pytest.mark.parametrize("mode", MODES)
+def test_logits_match_reference(tiny, kind, static, mode, monkeypatch):
     """Step by step, the same tokens fed to both: the fast logits are the reference's within 1e-4.
     static: attention over the whole preallocated cache with the mask (the layout torch.compile captures).
-    exact False: the CPU W @ xᵀ projections (within tolerance, not bit-identical)."""
-    monkeypatch.setattr(fast, "EXACT", exact)
+    gemv, kernel: the CPU W @ xᵀ projections, or the fused C step (within tolerance, not bit-identical)."""
+    if static and mode == "kernel":
+        pytest.skip("the static layout is the compiled step's; the fused step is eager only")
+    set_mode(monkeypatch, mode)
+    exact = mode == "exact"
     model, codebook, chat = tiny
     batch = BATCHES[kind](model, codebook, chat)
     rows, steps = batch.embeds.shape[0], 8
@@ -116,3 +178,15 @@ def test_one_token_and_unpadded(tiny):
         p = SampleParams(cfg=2.0, top_k=8)
         ref = generate(model, batch, codebook, n, p, torch.Generator().manual_seed(4), fast=False)
         assert torch.equal(ref, fast.generate_fast(model, batch, codebook, n, p, torch.Generator().manual_seed(4)))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_odd_number_of_rows(tiny, mode, monkeypatch):
+    """Three unguided rows: the fused step's linear pairs rows, and the third runs alone."""
+    set_mode(monkeypatch, mode)
+    model, codebook, chat = tiny
+    batch = assemble(model, t2i_rows(chat, [*PROMPTS, "a yellow square"]), codebook)
+    p = SampleParams(cfg=1.0, top_k=10)
+    ref = generate(model, batch, codebook, 8, p, torch.Generator().manual_seed(6), fast=False)
+    assert ref.shape[0] == 3
+    assert torch.equal(ref, fast.generate_fast(model, batch, codebook, 8, p, torch.Generator().manual_seed(6)))

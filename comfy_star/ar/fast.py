@@ -67,6 +67,7 @@ class _Part:
         self.rotary = text.rotary_emb
 
 
+KERNEL = True  # on the CPU in float32, run the step as one fused C call per part (kernel/), where it builds
 EXACT = False  # True: on the CPU too, projections as x @ Wᵀ, the bits of transformers' own path (see _gemv)
 
 
@@ -197,6 +198,41 @@ class Decoder(nn.Module):
         if not all(isinstance(m, (nn.GELU, nn.Linear)) for m in model.adapter.layers):
             self.adapter = None  # an adapter of other modules: its own forward
         self.head = self.lin(model.head)
+        self.kernel = self._bind_kernel(exact)
+
+    def _bind_kernel(self, exact: bool):
+        """The fused C step (kernel/decode_step.c) for both parts, where it applies: the CPU, float32,
+        SiLU MLPs, not EXACT (its sums round in another order, like _gemv's), the kernel built. Else None."""
+        model = self.model[0]
+        if (not KERNEL or exact or model.head.weight.dtype != torch.float32
+                or any(part.act is not F.silu for part in (self.base, self.stack))):
+            return None
+        from . import kernel
+        lib = kernel.library()
+        if lib is None:
+            return None
+        try:
+            steps = [kernel.PartStep(lib, part, kv, self.rows, part.layers[0].mlp.gate_proj.out_features)
+                     for part, kv in ((self.base, self.base_kv), (self.stack, self.stack_kv))]
+        except ValueError:  # a tensor the kernel cannot read in place (e.g. not contiguous)
+            return None
+        mask = self.mask.data_ptr() if self.padded else None  # unpadded: every column of the prefix is valid
+        # per step: (column, base cos, base sin, stack cos, stack sin) as addresses, made once
+        inputs = [(int(c), *(t.data_ptr() for t in rope)) for c, *rope in self.step_inputs]
+        head = kernel.LinearStep(lib, model.head)
+        adapter = [kernel.LinearStep(lib, m) if isinstance(m, nn.Linear) else kernel.GeluStep(lib)
+                   for m in model.adapter.layers]
+        if self.adapter is None or any(isinstance(m, nn.GELU) and m.approximate != "none" for m in model.adapter.layers):
+            adapter = None  # the adapter's own forward (or the PyTorch one above)
+        return (steps, mask, inputs), head, adapter
+
+    def kernel_step(self, embeds: torch.Tensor, i: int) -> torch.Tensor:
+        """embeds (rows, D) of token i → (rows, D) stack output, by the fused C step (in place on embeds)."""
+        (base, stack), mask, inputs = self.kernel[0]
+        column, base_cos, base_sin, stack_cos, stack_sin = inputs[i]
+        x = embeds.contiguous()
+        base(x, column, base_cos, base_sin, mask)
+        return stack(x, column, stack_cos, stack_sin, mask)
 
     def embed(self, code_vectors):
         """model.embed_codes, op for op (the adapter's Linear / GELU forwards called directly)."""
@@ -205,6 +241,11 @@ class Decoder(nn.Module):
         dtype = model.head.weight.dtype
         if x.dtype != dtype:
             x = x.to(dtype)
+        if self.kernel is not None and self.kernel[2] is not None:  # the fused C path
+            x = x.contiguous()
+            for f in self.kernel[2]:
+                x = f(x)
+            return x
         if self.adapter is None:
             return model.adapter(x)
         for f, *args in self.adapter:
@@ -213,6 +254,8 @@ class Decoder(nn.Module):
 
     def logits(self, h):
         """model.head(h).float()."""
+        if self.kernel is not None:
+            return self.kernel[1](h.contiguous())
         y = self.mm(h, *self.head)
         return y if y.dtype == torch.float32 else y.float()
 
@@ -308,6 +351,8 @@ def decode_one_token(model, dec: Decoder, code_vectors: torch.Tensor, i: int) ->
         except Exception as e:  # a compiler that fails here: the eager step (rewrites the same column)
             warnings.warn(f"torch.compile of the decode step failed, running it eagerly: {e!r}")
             dec.compiled, dec.compile_failed = None, True
+    if h is None and dec.kernel is not None:
+        h = dec.kernel_step(embeds, i)
     if h is None:
         h = dec.step(embeds, base_rope, stack_rope, column, dec.prompt_len + i + 1)
     return dec.logits(h)
