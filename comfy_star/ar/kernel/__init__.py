@@ -55,25 +55,36 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("COMFY_STAR_CACHE") or Path.home() / ".cache" / "comfy_star")
 
 
+def _compile(compiler: str, flags: list[str]) -> Path:
+    """The cached library for these flags, compiled first if it is not there yet."""
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *flags]).encode() + _cpu_id().encode())
+    target = _cache_dir() / f"decode_step-{key.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        run = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
+        if run.returncode != 0:
+            why = run.stderr.strip()[-2000:]
+            raise RuntimeError(f"{compiler} failed to build {SOURCE.name} (exit {run.returncode})"
+                               + (f":\n{why}" if why else ""))
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
 def _build() -> ctypes.CDLL:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if compiler is None:
         raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join([compiler, *FLAGS]).encode() + _cpu_id().encode()).hexdigest()[:16]
-    target = _cache_dir() / f"decode_step-{key}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(fd)
-        try:
-            run = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
-            if run.returncode != 0:
-                raise RuntimeError(f"{compiler} failed to build {SOURCE.name}:\n{run.stderr.strip()[-2000:]}")
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    try:
+        target = _compile(compiler, FLAGS)
+    except RuntimeError:  # e.g. a compiler that knows no -march=native: portable code, still one call a step
+        target = _compile(compiler, [f for f in FLAGS if f != "-march=native"])
     lib = ctypes.CDLL(str(target))
     lib.star_scratch_floats.restype = ctypes.c_size_t
     lib.star_scratch_floats.argtypes = [ctypes.c_int] * 7
