@@ -4,7 +4,7 @@
 # data seeds and warm starts: the same recipe step for step, though not the same bits (float sums round
 # differently with the thread count and the CPU, and hundreds of steps amplify that).
 #
-#   bash scripts/reproduce_star_shapes.sh             # ≈ 7 h 40 min on a 2-core CPU (the recorded runs: 7 h 40 min of training)
+#   bash scripts/reproduce_star_shapes.sh             # ≈ 9 h 10 min on a 2-core CPU (the recorded runs: 9 h 9 min of training)
 #   OUT=runs/mine bash scripts/reproduce_star_shapes.sh
 #   QUICK=1 bash scripts/reproduce_star_shapes.sh     # 2 steps a stage: checks the chain runs (≈ 7 min)
 #
@@ -68,6 +68,7 @@ edit edit600 p8kL  9  16 0.75 2000
 edit p8kL  p8kM    10 32 0.5  300
 edit p8kM  p8kN    11 32 0.5  450
 edit p8kN  p8kO    12 32 0.5  1000
+edit p8kO  p8kP    13 32 0.5  1800
 
-echo "reproduced: $OUT/p8kO/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
-echo "compare:    python -m comfy_star eval --model $OUT/p8kO/star-shapes.safetensors --n 20"
+echo "reproduced: $OUT/p8kP/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
+echo "compare:    python -m comfy_star eval --model $OUT/p8kP/star-shapes.safetensors --n 20"
