@@ -1,7 +1,7 @@
 """The fast decode (static KV cache, the layers' weights run directly) against the transformers loop:
 same tokens for the same seed, logits within 1e-4, for left-padded text-to-image, cfg = 1 and editing;
 in each of its three CPU modes: "exact" (x @ Wᵀ, bit-identical), "gemv" (the PyTorch step in the W @ xᵀ
-layout) and "kernel" (the fused C step of ar/kernel/, the default where a C compiler is found)."""
+layout) and "kernel" (the fused C step of ar/kernel/, opt-in: COMFY_STAR_KERNEL=1)."""
 import shutil
 import warnings
 
@@ -61,13 +61,17 @@ def test_kernel_builds_where_there_is_a_compiler():
     assert kernel.library() is not None, kernel._failed
 
 
-def test_kernel_is_the_cpu_default(tiny):
+def test_kernel_is_bound_when_enabled(tiny, monkeypatch):
     model, codebook, chat = tiny
     batch = t2i_batch(model, codebook, chat)
     if kernel.library() is None:
         pytest.skip("no fused step here")
+    monkeypatch.setattr(fast, "KERNEL", True)
     _, dec = fast.prefill(model, batch, 4)
-    assert dec.kernel is not None and fast.KERNEL and not fast.EXACT
+    assert dec.kernel is not None
+    monkeypatch.setattr(fast, "KERNEL", False)
+    _, dec = fast.prefill(model, batch, 4)
+    assert dec.kernel is None
 
 
 def test_a_failed_build_falls_back_with_a_warning(tiny, monkeypatch, tmp_path):
@@ -78,6 +82,7 @@ def test_a_failed_build_falls_back_with_a_warning(tiny, monkeypatch, tmp_path):
     monkeypatch.setattr(kernel, "_failed", None)
     monkeypatch.setenv("COMFY_STAR_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    monkeypatch.setattr(fast, "KERNEL", True)
     batch = t2i_batch(model, codebook, chat)
     p = SampleParams(cfg=3.0, top_k=10)
     with pytest.warns(UserWarning, match="fused CPU decode step is unavailable.*false failed"):
@@ -96,6 +101,7 @@ def test_kernel_can_be_turned_off(tiny, monkeypatch):
     monkeypatch.setattr(kernel, "_lib", None)
     monkeypatch.setattr(kernel, "_failed", None)
     monkeypatch.setenv("COMFY_STAR_KERNEL", "0")
+    monkeypatch.setattr(fast, "KERNEL", True)
     _, dec = fast.prefill(model, t2i_batch(model, codebook, chat), 4)
     assert dec.kernel is None
 
