@@ -225,7 +225,8 @@ class Decoder(nn.Module):
         head = kernel.LinearStep(lib, model.head)
         adapter = [kernel.LinearStep(lib, m) if isinstance(m, nn.Linear) else kernel.GeluStep(lib)
                    for m in model.adapter.layers]
-        if self.adapter is None or any(isinstance(m, nn.GELU) and m.approximate != "none" for m in model.adapter.layers):
+        if (self.adapter is None or not isinstance(model.adapter.layers[0], nn.Linear)  # GELU runs in place:
+                or any(isinstance(m, nn.GELU) and m.approximate != "none" for m in model.adapter.layers)):  # never on the input
             adapter = None  # the adapter's own forward (or the PyTorch one above)
         return (steps, mask, inputs), head, adapter
 

@@ -143,6 +143,9 @@ class PartStep:
                 fields["b" + w[1]] = _ptr(None if mod.bias is None else _check(mod.bias, "bias"))
             layers.append(Layer(**fields))
         self.layers = (Layer * len(layers))(*layers)
+        # the tensors behind every address above, held for as long as the C step may read them
+        self.tensors = [t for layer in part.layers for t in (*layer.parameters(), *layer.buffers())]
+        self.tensors += [*kv.buffers(), part.norm.weight]
         dims = (rows, part.layers[0].self_attn.o_proj.out_features, part.heads, part.kv_heads, part.head_dim, inter,
                 kv.max_len)
         self.scratch = torch.empty(lib.star_scratch_floats(*dims), dtype=torch.float32)
@@ -160,6 +163,7 @@ class LinearStep:
 
     def __init__(self, lib, mod):
         self.lib, self.out, self.inp = lib, mod.out_features, mod.in_features
+        self.tensors = (mod.weight, mod.bias)  # held: the C call reads them by address
         self.w = _ptr(_check(mod.weight, "weight"))
         self.b = _ptr(None if mod.bias is None else _check(mod.bias, "bias"))
 
