@@ -1,7 +1,7 @@
 """The fast decode (static KV cache, the layers' weights run directly) against the transformers loop:
 same tokens for the same seed, logits within 1e-4, for left-padded text-to-image, cfg = 1 and editing;
 in each of its three CPU modes: "exact" (x @ Wᵀ, bit-identical), "gemv" (the PyTorch step in the W @ xᵀ
-layout) and "kernel" (the fused C step of ar/kernel/, opt-in: COMFY_STAR_KERNEL=1)."""
+layout) and "kernel" (the fused C step of ar/kernel/, on by default; COMFY_STAR_KERNEL=0 turns it off)."""
 import shutil
 import warnings
 

@@ -68,9 +68,9 @@ class _Part:
         self.rotary = text.rotary_emb
 
 
-# On the CPU in float32, run the step as one fused C call per part (kernel/), where it builds. Opt-in
-# (COMFY_STAR_KERNEL=1) until an RSS growth seen once under the 200-prompt server load test is understood.
-KERNEL = os.environ.get("COMFY_STAR_KERNEL") == "1"
+# On the CPU in float32, run the step as one fused C call per part (kernel/), where it builds.
+# COMFY_STAR_KERNEL=0 turns it off (the PyTorch step below, same tokens up to float rounding).
+KERNEL = os.environ.get("COMFY_STAR_KERNEL", "1") != "0"
 EXACT = False  # True: on the CPU too, projections as x @ Wᵀ, the bits of transformers' own path (see _gemv)
 
 

@@ -7,7 +7,8 @@
   execution_error raised by the STAR node), and the refusal must name the offending input; each
   good-but-extreme prompt must run. Then the server still serves a right image.
 - load: 200 prompts mixing every example workflow, queued at once: all right, the server's RSS
-  steady, the model read from disk at most once.
+  steady (no growth in the second half beyond the allocator's steps), the model read from disk
+  at most once.
 - determinism: the same workflow and seed twice gives the same PNG bytes (VQ and diffusion decode).
 - cancel during AR sampling, diffusion decoding and training stops within seconds and leaves the
   model loaded and unchanged.
@@ -591,11 +592,14 @@ def test_load_200_mixed_prompts(comfy_server, load_workflow, object_info):
     ids = [comfy_server.queue(_api(load_workflow, object_info, name, seed)) for name, seed in zip(mix, seeds)]
     queued_s = time.time() - t0
     held = len(comfy_server.queue_state()["queue_pending"])  # prompts waiting while the first ones run
-    results = []
-    for prompt_id, name in zip(ids, mix):
+    results, rss_by_prompts = [], {}
+    for done, (prompt_id, name) in enumerate(zip(ids, mix), 1):
         results.append((name, comfy_server.wait(prompt_id, timeout=checks.WORKFLOW_TIMEOUT, raise_on_error=False)))
+        if done % (len(mix) // 4) == 0:  # prompts run in queue order: `done` of them have finished
+            rss_by_prompts[done] = round(_rss_kib(pid) / 1024)
     wall = time.time() - t0
     rss_after = _rss_kib(pid)
+    rss_half = rss_by_prompts[len(mix) // 2] * 1024
     loads_after = len(_loads(comfy_server))
     leaks = _leaks(comfy_server) - leaks_before
 
@@ -604,7 +608,8 @@ def test_load_200_mixed_prompts(comfy_server, load_workflow, object_info):
     for name, history in results:
         checks.check_outputs(name, history, comfy_server.output_images(history))
     figures = {"prompts": len(mix), "held_in_queue": held, "mix": dict(Counter(mix)), "queue_s": round(queued_s, 1), "wall_s": round(wall, 1),
-               "rss_after_first_mib": round(rss_first / 1024), "rss_after_mib": round(rss_after / 1024),
+               "rss_after_first_mib": round(rss_first / 1024), "rss_mib_after_n_prompts": rss_by_prompts,
+               "rss_after_mib": round(rss_after / 1024),
                "loads_during_warmup": loads_warm - loads_before, "loads_during_load": loads_after - loads_warm,
                "comfy_leak_warnings": leaks}
     _report("load", figures)
@@ -613,7 +618,15 @@ def test_load_200_mixed_prompts(comfy_server, load_workflow, object_info):
     assert loads_warm - loads_before <= 1, f"the model was read more than once: {_loads(comfy_server)[-3:]}"
     # each of these warnings costs a full garbage collection on every later model load
     assert leaks == 0, f"ComfyUI logged {leaks} '{LEAK}' warnings: a STAR part's patcher died before its module"
-    assert rss_after <= rss_first * 1.10, \
+    # A leak grows with every prompt, so it shows in the second half of the load as in the first.
+    # glibc's arenas grow in steps while two threads allocate at once (the HTTP thread validating
+    # queued prompts, the worker running them) and then hold: measured, queued at once, 400 prompts
+    # rose 1,192 → 1,277 MiB by the 40th prompt, stayed flat, and ended at 1,211; single before/after
+    # pairs over 200 prompts moved -2 to +126 MiB. So: the second half may add at most 6% (a leak of
+    # ~0.7 MiB a prompt fails it), and the whole run at most 20%.
+    assert rss_after - rss_half <= rss_first * 0.06, \
+        f"RSS kept growing: {rss_by_prompts} MiB after that many of {len(mix)} prompts (first {rss_first / 1024:.0f})"
+    assert rss_after <= rss_first * 1.20, \
         f"RSS grew from {rss_first / 1024:.0f} MiB to {rss_after / 1024:.0f} MiB over {len(mix)} prompts"
     queue = comfy_server.queue_state()
     assert not queue["queue_running"] and not queue["queue_pending"], queue

@@ -3,7 +3,7 @@ with ctypes, and bound to one `fast.Decoder`'s weights, caches and rope tables.
 
 Optional by design: where there is no compiler (e.g. a Windows install with none), the build fails,
 or the decode is not float32 on the CPU, `fast` runs its PyTorch step instead, with a warning once.
-Off by default for now: `COMFY_STAR_KERNEL=1` (or `fast.KERNEL = True`) turns it on, `0` forbids it.
+On by default where it builds; `COMFY_STAR_KERNEL=0` (or `fast.KERNEL = False`) turns it off.
 The shared library is cached per (source, compiler flags, CPU),
 under `$COMFY_STAR_CACHE` or `~/.cache/comfy_star`, and written atomically (compiled to a temporary
 name, then renamed), so concurrent first uses cannot load a half-written file.

@@ -55,6 +55,11 @@ static void linear(const float *x, int rows, int in, const float *w, const float
     int o = 0;
     for (; o + 4 <= out; o += 4) {
         const float *w0 = w + (size_t)o * in, *w1 = w0 + in, *w2 = w1 + in, *w3 = w2 + in;
+        /* Ask for the block after next now: the step streams ~20 MB of weights from memory a token
+         * and the hardware prefetcher alone leaves the loop waiting (measured on star-shapes: the
+         * step 20-27% faster with this line; benchmarks/sampler_speed.py). */
+        if (o + 12 <= out)
+            for (int c = 0; c < 4 * in; c += 16) __builtin_prefetch(w0 + 8 * (size_t)in + c);
         int r = 0;
         for (; r + 2 <= rows; r += 2) {
             const float *xa = x + (size_t)r * in, *xb = xa + in;
