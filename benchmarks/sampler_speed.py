@@ -7,7 +7,7 @@ Times, in one run and interleaved round by round (the best round of each is kept
              on the CPU its projections run as W @ xᵀ, MKL's quicker layout for 1-2 rows: logits
              within ~1e-6 of the reference)
   fast-torch the same with fast.KERNEL = False: the step as PyTorch operator calls instead of the fused
-             C step (ar/kernel/decode_step.c: opt-in in the library, on in `fast` here unless --no-kernel)
+             C step (ar/kernel/decode_step.c: the library's default where it builds; --no-kernel: off in `fast`)
   fast-exact the same with fast.EXACT = True (CPU only): projections as x @ Wᵀ, logits bit-identical
              to the reference
   unguided   fast with cfg = 1: one row (the guidance cost is fast ÷ unguided)
@@ -196,7 +196,7 @@ def main():
     p.add_argument("--compile", action="store_true", help="also time the fast path under torch.compile")
     p.add_argument("--skip", default="", help="comma list of methods not to time: naive,two-pass,reference")
     p.add_argument("--kernel", action=argparse.BooleanOptionalAction, default=True,
-                   help="time `fast` with the fused C step (fast.KERNEL; opt-in in the library, on here)")
+                   help="time `fast` with the fused C step (fast.KERNEL, the library's default)")
     p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                    help="cpu: this process's CPU time, steadier than wall time on a shared machine (with --threads 1)")
     a = p.parse_args()

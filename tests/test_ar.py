@@ -114,6 +114,17 @@ def test_uncond_row_keeps_length_and_assistant_header():
     assert set(unc[1:-len(tail)]) == {chat.ids["<|fim_pad|>"]}
 
 
+@pytest.mark.parametrize("bad, named", [(dict(temperature=-1.0), "temperature"), (dict(cfg=-1.0), "cfg"),
+                                        (dict(top_p=0.0), "top_p"), (dict(top_k=-5), "top_k"),
+                                        (dict(cfg=float("nan")), "cfg")])
+def test_sample_params_refuse_what_would_silently_mean_something_else(bad, named):
+    """A negative temperature once reached `pick` and meant greedy sampling without a word (a
+    benchmark passed a node's -1 "model default" straight to the library): refused, named."""
+    with pytest.raises(ValueError, match=named):
+        SampleParams(**bad)
+    SampleParams(cfg=0.0, temperature=0.0, top_k=0, top_p=1.0)  # the documented edges stay valid
+
+
 def test_filtering_matches_release_topk_topp():
     """Our transformers warpers keep the same tokens as the release's top_k_top_p_filtering."""
     torch.manual_seed(0)

@@ -26,6 +26,15 @@ class SampleParams:
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1: off
 
+    def __post_init__(self):  # a negative temperature would silently mean greedy: say what is wrong
+        bad = [f"{name} must be {rule}, got {value!r}" for name, value, ok, rule in (
+            ("cfg", self.cfg, self.cfg >= 0, "≥ 0 (1: no guidance)"),
+            ("temperature", self.temperature, self.temperature >= 0, "≥ 0 (0: greedy)"),
+            ("top_k", self.top_k, self.top_k >= 0 and int(self.top_k) == self.top_k, "a whole number ≥ 0 (0: off)"),
+            ("top_p", self.top_p, 0 < self.top_p <= 1, "in (0, 1] (1: off)")) if not ok]
+        if bad:
+            raise ValueError("; ".join(bad))
+
 
 def logits_processors(p: SampleParams) -> LogitsProcessorList:
     procs = LogitsProcessorList()
