@@ -2,6 +2,7 @@
 same tokens for the same seed, logits within 1e-4, for left-padded text-to-image, cfg = 1 and editing;
 in each of its three CPU modes: "exact" (x @ Wᵀ, bit-identical), "gemv" (the PyTorch step in the W @ xᵀ
 layout) and "kernel" (the fused C step of ar/kernel/, on by default; COMFY_STAR_KERNEL=0 turns it off)."""
+import os
 import shutil
 import warnings
 
@@ -72,6 +73,19 @@ def test_kernel_is_bound_when_enabled(tiny, monkeypatch):
     monkeypatch.setattr(fast, "KERNEL", False)
     _, dec = fast.prefill(model, batch, 4)
     assert dec.kernel is None
+
+
+@pytest.mark.parametrize("value, on", [(None, True), ("1", True), ("0", False)])
+def test_kernel_default_is_on_and_the_variable_turns_it_off(value, on):
+    """What a fresh process decides from the environment alone (the server and the CLI import fast once)."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "COMFY_STAR_KERNEL"}
+    if value is not None:
+        env["COMFY_STAR_KERNEL"] = value
+    out = subprocess.run([sys.executable, "-c", "from comfy_star.ar import fast; print(fast.KERNEL)"],
+                         env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert out[-1] == str(on)
 
 
 def test_a_failed_build_falls_back_with_a_warning(tiny, monkeypatch, tmp_path):
