@@ -110,6 +110,26 @@ def test_a_failed_build_falls_back_with_a_warning(tiny, monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_hanging_compiler_is_given_up_on(tiny, monkeypatch, tmp_path):
+    """A compiler that never returns costs BUILD_TIMEOUT_S once (no retry), then the PyTorch step."""
+    import time
+    model, codebook, chat = tiny
+    hang = tmp_path / "cc"
+    hang.write_text("#!/bin/sh\nsleep 30\n")
+    hang.chmod(0o755)
+    monkeypatch.setattr(kernel, "_lib", None)
+    monkeypatch.setattr(kernel, "_failed", None)
+    monkeypatch.setattr(kernel, "BUILD_TIMEOUT_S", 1)
+    monkeypatch.setenv("COMFY_STAR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", str(hang))
+    monkeypatch.setattr(fast, "KERNEL", True)
+    t = time.perf_counter()
+    with pytest.warns(UserWarning, match="took over 1 s"):
+        _, dec = fast.prefill(model, t2i_batch(model, codebook, chat), 4)
+    assert time.perf_counter() - t < 10 and dec.kernel is None
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
 def test_kernel_can_be_turned_off(tiny, monkeypatch):
     model, codebook, chat = tiny
     monkeypatch.setattr(kernel, "_lib", None)

@@ -27,6 +27,13 @@ SOURCE = Path(__file__).with_name("decode_step.c")
 # the whole process's floating-point mode (flush-to-zero) when the library is loaded.
 FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=fast", "-fno-math-errno", "-fPIC", "-shared"]
 
+BUILD_TIMEOUT_S = 120  # it takes about a second
+
+
+class BuildTimeout(RuntimeError):
+    pass
+
+
 _lib: ctypes.CDLL | None = None
 _failed: str | None = None
 
@@ -66,7 +73,11 @@ def _compile(compiler: str, flags: list[str]) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        run = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
+        try:  # a compiler that hangs must not hang the first image: give up, and use the PyTorch step
+            run = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True,
+                                 timeout=BUILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise BuildTimeout(f"{compiler} took over {BUILD_TIMEOUT_S} s to build {SOURCE.name}") from None
         if run.returncode != 0:
             why = run.stderr.strip()[-2000:]
             raise RuntimeError(f"{compiler} failed to build {SOURCE.name} (exit {run.returncode})"
@@ -84,6 +95,8 @@ def _build() -> ctypes.CDLL:
         raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
     try:
         target = _compile(compiler, FLAGS)
+    except BuildTimeout:
+        raise  # no second wait
     except RuntimeError:  # e.g. a compiler that knows no -march=native: portable code, still one call a step
         target = _compile(compiler, [f for f in FLAGS if f != "-march=native"])
     lib = ctypes.CDLL(str(target))
