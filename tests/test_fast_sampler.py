@@ -115,7 +115,7 @@ def test_a_hanging_compiler_is_given_up_on(tiny, monkeypatch, tmp_path):
     import time
     model, codebook, chat = tiny
     hang = tmp_path / "cc"
-    hang.write_text("#!/bin/sh\nsleep 30\n")
+    hang.write_text("#!/bin/sh\nexec sleep 30\n")  # exec: the timeout kills the sleep itself
     hang.chmod(0o755)
     monkeypatch.setattr(kernel, "_lib", None)
     monkeypatch.setattr(kernel, "_failed", None)
