@@ -20,7 +20,7 @@ Model re-use: the manager logs one "[comfy-star] loaded" line per disk load; the
 the server log after the warm-up and after all repeats (expect 1), and re-queues one prompt unchanged
 to show ComfyUI answers it from its cache (no node executed).
 
-    OMP_NUM_THREADS=1 python benchmarks/comfy_overhead.py [--repeats 9]
+    OMP_NUM_THREADS=1 python benchmarks/comfy_overhead.py [--repeats 25]
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def row_previews(star):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--repeats", type=int, default=9)
+    p.add_argument("--repeats", type=int, default=25)  # single rounds vary -10% to +25% here
     p.add_argument("--workflow", type=Path, default=REPO / "workflows" / "text_to_image.json")
     a = p.parse_args()
     threads = os.environ.get("OMP_NUM_THREADS")
