@@ -116,7 +116,7 @@ def test_uncond_row_keeps_length_and_assistant_header():
 
 @pytest.mark.parametrize("bad, named", [(dict(temperature=-1.0), "temperature"), (dict(cfg=-1.0), "cfg"),
                                         (dict(top_p=0.0), "top_p"), (dict(top_k=-5), "top_k"),
-                                        (dict(cfg=float("nan")), "cfg")])
+                                        (dict(cfg=float("nan")), "cfg"), (dict(top_k=float("inf")), "top_k")])
 def test_sample_params_refuse_what_would_silently_mean_something_else(bad, named):
     """A negative temperature once reached `pick` and meant greedy sampling without a word (a
     benchmark passed a node's -1 "model default" straight to the library): refused, named."""

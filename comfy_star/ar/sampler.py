@@ -30,7 +30,7 @@ class SampleParams:
         bad = [f"{name} must be {rule}, got {value!r}" for name, value, ok, rule in (
             ("cfg", self.cfg, self.cfg >= 0, "≥ 0 (1: no guidance)"),
             ("temperature", self.temperature, self.temperature >= 0, "≥ 0 (0: greedy)"),
-            ("top_k", self.top_k, self.top_k >= 0 and int(self.top_k) == self.top_k, "a whole number ≥ 0 (0: off)"),
+            ("top_k", self.top_k, self.top_k >= 0 and float(self.top_k).is_integer(), "a whole number ≥ 0 (0: off)"),
             ("top_p", self.top_p, 0 < self.top_p <= 1, "in (0, 1] (1: off)")) if not ok]
         if bad:
             raise ValueError("; ".join(bad))

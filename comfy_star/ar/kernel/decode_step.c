@@ -60,7 +60,7 @@ static inline float sum8(v8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2]
  * four products. Every input row (a guided step's cond and uncond rows) goes through the block while
  * its 4 × in weights are still in L1, so the weights come from memory once per step. Measured against
  * an `omp simd` loop that did two input rows per pass (8 sums; it reloaded the inputs for every
- * product): the ten layers 8-10% faster, in A/B runs in one process. */
+ * product): the ten layers 7-10% faster, in A/B runs in one process. */
 static void linear(const float *x, int rows, int in, const float *w, const float *b, int out, float *y) {
     const int in8 = in & ~7;
     int o = 0;
