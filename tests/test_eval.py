@@ -55,6 +55,27 @@ def test_vq_roundtrip_of_the_embedded_model_reads_back_the_scenes():
             conv.copy_(saved)
 
 
+def test_decoder_roundtrip_scores_each_decoder_on_the_scenes_its_tokens_came_from(monkeypatch):
+    """A diffusion decoder that decodes exactly as the VQ decoder does scores what the VQ decoder
+    scores (so the batches keep images and scenes in step); one that ignores its tokens scores 0."""
+    from comfy_star.pipeline import STAR
+    star = STAR.from_pretrained(device="cpu")
+    calls = []
+
+    def like_vq(tokens, steps=None, seed=0):
+        calls.append(len(tokens.prompts))
+        assert tokens.source is None and all(tokens.prompts)  # text-to-image, given each caption
+        return star.decode_vq(tokens)
+
+    monkeypatch.setattr(star, "decode_diffusion", like_vq)
+    scores = benchmarks.decoder_roundtrip(star, 5, 3, batch=2)
+    assert calls == [2, 2, 1]
+    assert scores["vq"] >= 0.8 and scores["diffusion"] == scores["vq"]
+    monkeypatch.setattr(star, "decode_diffusion", lambda tokens, steps=None, seed=0: torch.zeros(
+        len(tokens.prompts), 3, 64, 64))  # flat grey whatever the tokens
+    assert benchmarks.decoder_roundtrip(star, 5, 3, batch=2)["diffusion"] == 0.0
+
+
 def test_shapes_edit_scores_an_editor_that_draws_the_target_and_one_that_copies_the_source(monkeypatch):
     """An editor whose tokens are the target render's matches every token and succeeds as often as
     the VQ round trip reads scenes back; one that returns the source unchanged keeps the unedited

@@ -6,7 +6,8 @@
                  pixels are kept (PSNR outside the changed boxes)
     ShapesVQA    exact-match accuracy of the frozen base's answers, overall and per question kind
     ShapesWISE   knowledge prompts, with and without implicit reasoning
-    decoders     ShapesEval overall with the VQ decoder vs the diffusion decoder
+    decoders     ShapesEval overall with the VQ decoder vs the diffusion decoder; roundtrip_*: each
+                 decoder alone on held-out captions' renders, VQ-encoded (no stacked AR involved)
     VQ           share of held-out renders the detector reads back after VQ encode → decode
                  (the ceiling the VQ decoder puts on the VQ-decoded scores)
     diag_*       ShapesEval diagnostics that ignore shape kind: the detected background is the one
@@ -127,6 +128,26 @@ def vq_roundtrip(star, n: int, seed: int) -> float:
     return float(np.mean([detector.scenes_match(detector.detect(im), s) for im, s in zip(decoded, scenes)]))
 
 
+def decoder_roundtrip(star, n: int, seed: int, steps: int | None = None, batch: int = 20) -> dict:
+    """The two decoders alone, on the same n scenes of held-out captions: each render VQ-encoded,
+    then decoded by the VQ decoder and by the diffusion decoder (given its caption, as text-to-image,
+    no source); the share of scenes the detector reads back from each. Unlike `decoders` (ShapesEval
+    through each decoder), no stacked AR is involved, so a weak stack does not hide a weak decoder."""
+    from ..pipeline import Tokens, to_pil
+    rng = random.Random(f"decoder-roundtrip:{seed}")
+    captions = [data.captions.random_caption(rng, held_out=True) for _ in range(n)]
+    scenes = [c[3] for c in captions]
+    renders = [data.shapes.render(s, star.config.image_size) for s in scenes]
+    ids = star.encode(renders).ids
+    vq = to_pil(star.decode_vq(Tokens(ids, star.key, [c[0] for c in captions])))
+    diffusion = []
+    for i in range(0, n, batch):  # the decoder's guidance rows multiply the batch: keep it small
+        tokens = Tokens(ids[i:i + batch], star.key, [c[0] for c in captions[i:i + batch]])
+        diffusion += to_pil(star.decode_diffusion(tokens, steps=steps, seed=seed + i))
+    read = lambda images: float(np.mean([detector.scenes_match(detector.detect(im), s) for im, s in zip(images, scenes)]))
+    return {"vq": read(vq), "diffusion": read(diffusion)}
+
+
 @torch.no_grad()
 def teacher_forced(star, captions: list[str], images, drop: bool = False, batch: int = 32) -> dict:
     """Mean next-image-token cross-entropy and token accuracy of the stack on caption/image pairs
@@ -215,8 +236,10 @@ def run_all(model=None, n: int = 20, seed: int = 1234) -> dict:
                       "prompt_worth_training": prompt_worth(star, 12 * n, seed, held_out=False)["nats_per_image"],
                       **{f"word_worth_{kind}": word_worth(star, 4 * n, seed, kind)["nats_per_image"] for kind in WORDS}}}
     if star.parts.diffusion is not None:
+        roundtrip = decoder_roundtrip(star, 3 * n, seed)
         results["decoders"] = {"vq": results["ShapesEval"]["overall"],
-                               "diffusion": shapes_eval(star, max(2, n // 4), seed, decoder="diffusion")["overall"]}
+                               "diffusion": shapes_eval(star, max(2, n // 4), seed, decoder="diffusion")["overall"],
+                               "roundtrip_vq": roundtrip["vq"], "roundtrip_diffusion": roundtrip["diffusion"]}
     return results
 
 
