@@ -55,6 +55,12 @@ def main(argv=None):
                    help="all: where edit rows put the source image: 'release' (before the instruction, the "
                         "authors' layout) or 'source_last' (after it, a fixed distance from the output) "
                         "(default: --start-from's, else the preset's)")
+    t.add_argument("--diffusion-prediction", choices=["v", "x"], default=None,
+                   help="all: what the diffusion decoder predicts: 'v' (the velocity, as Lumina2 and the release) "
+                        "or 'x' (the clean image; JiT) (default: --start-from's, else the preset's)")
+    t.add_argument("--diffusion-shift", type=float, default=None,
+                   help="all: the diffusion decoder's flow-matching time shift (default: --start-from's, else the "
+                        "preset's)")
     t.add_argument("--edit-fraction", type=float, default=0.5, help="all: stage 4's share of edit rows")
     t.add_argument("--model", default=None, help="finetune: the checkpoint to start from (default: embedded)")
     t.add_argument("--data", default=None, help="finetune: a caption folder (image + same-named .txt)")
@@ -87,6 +93,8 @@ def main(argv=None):
     g.add_argument("--reasoning", action="store_true")
 
     a = p.parse_args(argv)
+    if a.cmd == "train" and a.diffusion_shift is not None and not a.diffusion_shift > 0:
+        p.error(f"--diffusion-shift must be positive (got {a.diffusion_shift})")
     if a.cmd == "train" and not 0 <= a.edit_fraction <= 1:
         p.error(f"--edit-fraction must be between 0 and 1 (got {a.edit_fraction})")
     if getattr(a, "steps", None) is not None and a.steps < 1:
@@ -101,7 +109,8 @@ def main(argv=None):
                      stages=tuple(a.stages.split(",")), seconds=a.seconds,
                      start_from=DEFAULT_CHECKPOINT if a.start_from == "embedded" else a.start_from,
                      take=tuple(filter(None, a.take_checkpoint.split(","))), vq_encoder=a.vq_encoder,
-                     stack_layers=a.stack_layers, codebook_size=a.codebook_size, edit_layout=a.edit_layout)
+                     stack_layers=a.stack_layers, codebook_size=a.codebook_size, edit_layout=a.edit_layout,
+                     diffusion_prediction=a.diffusion_prediction, diffusion_shift=a.diffusion_shift)
     elif a.cmd == "train":
         from .train.finetune import finetune_cli
         finetune_cli(a)

@@ -79,6 +79,19 @@ class DiffusionConfig:
     text_encoder: str = "gemma2"  # "gemma2": Lumina-Image-2.0's text encoder folder; "base": the frozen base
     lumina_path: str | None = None  # Lumina-Image-2.0 folder (text_encoder/, tokenizer/, vae/, scheduler/)
     max_text_tokens: int = 256
+    # what the transformer predicts: "v", the velocity x0 − noise (Lumina2, the release), or "x", the
+    # clean latent x0, turned into a velocity by the sampler (JiT, Li & He 2025: a small pixel-space
+    # decoder need not carry each token's noise through the network to cancel it)
+    prediction: str = "v"
+    # the flow-matching time shift; None: the scheduler config's (Lumina-Image-2.0's static 6, made
+    # for ≈ 4k latent tokens; a 64-token decoder spends most of its steps on almost pure noise at 6)
+    shift: float | None = None
+
+    def __post_init__(self):
+        if self.prediction not in ("v", "x"):
+            raise ValueError(f"diffusion prediction must be 'v' or 'x', not {self.prediction!r}")
+        if self.shift is not None and not self.shift > 0:
+            raise ValueError(f"diffusion shift must be positive, not {self.shift!r}")
 
 
 @dataclass

@@ -253,6 +253,46 @@ def test_training_loss_backpropagates_and_stage3_batch_works():
     assert torch.isfinite(loss) and stats["edit_fraction"] == 0.5
 
 
+def x_oracle(dec: DiffusionDecoder, image: torch.Tensor) -> torch.Tensor:
+    """Make dec's transformer answer every call with `image`'s latent (what a perfect x-predictor
+    would say for a decoder that should reproduce `image`); returns that latent."""
+    x0 = dec.latents.encode(image)
+    dec.transformer.forward = lambda hidden, *a, **k: (x0.expand(hidden.shape[0], -1, -1, -1).to(hidden.dtype),)
+    return x0
+
+
+def test_x_prediction_samples_land_on_the_predicted_image_and_its_loss_is_the_x_error():
+    """With prediction "x" the transformer's output is the clean latent: a sampler fed a perfect
+    x-predictor ends exactly on its image whatever the guidance (the weights sum to 1), and its
+    training loss is 0; the same output read as a velocity ("v") does not give the image."""
+    vq, text, mask = inputs()
+    image = torch.rand(1, 3, 32, 32) * 2 - 1
+    for guidance in (1.0, 3.0):
+        dec = tiny_decoder()
+        dec.config.prediction = "x"
+        x_oracle(dec, image)
+        out = dec.decode(vq, text, mask, 32, 32, steps=4, guidance=guidance, image_guidance=1.5,
+                         generator=torch.Generator().manual_seed(0))
+        assert torch.allclose(out, image.clamp(-1, 1).expand_as(out), atol=1e-5)
+    loss = training_loss(dec, image.expand(2, -1, -1, -1), vq, text, mask, generator=torch.Generator().manual_seed(0))
+    assert loss.item() < 1e-10
+    v_dec = tiny_decoder()
+    x_oracle(v_dec, image)
+    out = v_dec.decode(vq, text, mask, 32, 32, steps=4, generator=torch.Generator().manual_seed(0))
+    assert (out - image).abs().mean() > 0.1
+
+
+def test_diffusion_shift_replaces_the_schedulers_and_bad_settings_are_refused():
+    from comfy_star.diffusion.schedule import scheduler_config
+    assert scheduler_config(DiffusionConfig())["shift"] == 6.0  # Lumina-Image-2.0's
+    cfg = scheduler_config(DiffusionConfig(shift=1.5))
+    assert cfg["shift"] == 1.5 and cfg["use_dynamic_shifting"] is False
+    with pytest.raises(ValueError, match="prediction"):
+        DiffusionConfig(prediction="eps")
+    with pytest.raises(ValueError, match="shift"):
+        DiffusionConfig(shift=0.0)
+
+
 def test_lumina_text_encoder_prefix_and_penultimate_layer():
     from transformers import Gemma2Config, Gemma2Model
 

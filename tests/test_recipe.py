@@ -22,6 +22,26 @@ def test_start_from_then_final_rebuilds_the_checkpoint_bit_for_bit(tmp_path):
     assert not different, different[:5]
 
 
+def test_start_from_retrains_the_diffusion_decoder_alone(tmp_path):
+    """`--stages stage3,final` from a finished checkpoint: the checkpoint's stack stands in for stage 4,
+    so the result is the checkpoint with a new decoder; the x-prediction setting is carried into it."""
+    final = train_shapes(tmp_path, Schedule(batch=2, fixed=1), device="cpu", stages=("stage3", "final"),
+                         start_from=DEFAULT_CHECKPOINT, diffusion_prediction="x", diffusion_shift=1.5)
+    shipped, rebuilt = read_tensors(DEFAULT_CHECKPOINT), read_tensors(final)
+    assert set(shipped) == set(rebuilt)
+    changed = {k for k in shipped if not torch.equal(shipped[k], rebuilt[k])}
+    assert changed and all(k.startswith("diffusion.") for k in changed)
+    config = STAR.from_pretrained(final, device="cpu").config.diffusion
+    assert (config.prediction, config.shift) == ("x", 1.5)
+
+
+def test_a_start_from_stack_stands_in_for_stage4_only_when_no_stack_stage_runs():
+    from comfy_star.train.recipe import parts_to_unpack
+    assert "stage4" in parts_to_unpack(("stage3", "final"))
+    assert "stage4" not in parts_to_unpack(("stage2",)) and "stage4" not in parts_to_unpack(("stage4", "final"))
+    assert "stage2" in parts_to_unpack(("stage4", "final"))  # stage 4 starts from the checkpoint's stack
+
+
 def test_unpack_never_replaces_an_existing_stage_file(tmp_path):
     mine = tmp_path / "stage2.safetensors"
     mine.write_bytes(b"a user's own stage 2")

@@ -24,7 +24,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..config import DiffusionConfig, SamplingConfig
 from .latents import make_latents
-from .schedule import make_scheduler, scheduler_config, shift_sigmas
+from .schedule import X_PREDICTION_MIN_SIGMA, make_scheduler, scheduler_config, shift_sigmas
 from .transformer import STARDiffusionTransformer, build_transformer
 
 _DEFAULTS = SamplingConfig()  # the one home of sampling defaults
@@ -150,8 +150,10 @@ class DiffusionDecoder(nn.Module):
         dtype = self.transformer.dtype
         out = self.transformer(
             torch.cat([x, vq], 1).to(dtype), t.to(dtype), text.to(dtype), mask,
-            source_hidden_states=torch.cat([source, vq], 1).to(dtype), return_dict=False)[0]
-        return out.float()
+            source_hidden_states=torch.cat([source, vq], 1).to(dtype), return_dict=False)[0].float()
+        if self.config.prediction == "x":  # out is x0: v = (x0 − x_σ) / σ, σ = 1 − t
+            return (out - x) / x_sigma_floor(1 - t.float()).view(-1, 1, 1, 1)
+        return out
 
     # -- sampling ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -248,7 +250,8 @@ def training_loss(decoder: DiffusionDecoder, images: torch.Tensor, vq_embeds: to
                   generator: torch.Generator | None = None, source_mask: torch.Tensor | None = None,
                   null_text: tuple[torch.Tensor, torch.Tensor] | None = None, cond_drop: float = 0.1,
                   edit_vq_prob: float = 0.25) -> torch.Tensor:
-    """Flow-matching loss: ‖model(x_σ, 1 − σ, conditions) − (x0 − noise)‖², with condition dropout.
+    """Flow-matching loss: ‖model(x_σ, 1 − σ, conditions) − (x0 − noise)‖², with condition dropout
+    (an x-predicting model's velocity is (x̂0 − x_σ) / σ, against (x0 − x_σ) / σ, σ floored alike).
 
     images (B, 3, H, W) [-1, 1] the targets; vq_embeds (B, h', w', d) their code vectors (treated as
     constants); source_images (B, 3, H, W) or None; source_mask (B,) bool marks the rows that have
@@ -282,4 +285,10 @@ def training_loss(decoder: DiffusionDecoder, images: torch.Tensor, vq_embeds: to
     noise = randn_tensor(x0.shape, generator=generator, device=device, dtype=torch.float32)
     x_sigma = sigma * noise + (1 - sigma) * x0
     v = decoder.velocity(x_sigma, 1 - sigma.flatten(), text, mask, vq, source)
+    if decoder.config.prediction == "x":  # JiT's v-loss with x-prediction: the same floored σ on both sides
+        return F.mse_loss(v, (x0 - x_sigma) / x_sigma_floor(sigma))
     return F.mse_loss(v, x0 - noise)
+
+
+def x_sigma_floor(sigma: torch.Tensor) -> torch.Tensor:
+    return sigma.clamp_min(X_PREDICTION_MIN_SIGMA)

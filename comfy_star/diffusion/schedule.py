@@ -1,8 +1,9 @@
 """Flow-matching time: diffusers' FlowMatchEulerDiscreteScheduler, set up as Lumina2Pipeline does.
 
 Convention (Lumina2 / the release): x_σ = σ·noise + (1 − σ)·x0, σ from 1 (noise) to 0 (image).
-The transformer gets t = 1 − σ and predicts the velocity v = x0 − noise (toward the image); the
-scheduler integrates dx/dσ = −v, so the model output is negated before `scheduler.step`.
+The transformer gets t = 1 − σ and predicts the velocity v = x0 − noise (toward the image), or
+(`DiffusionConfig.prediction == "x"`) x0 itself, whose velocity is (x0 − x_σ) / σ; the scheduler
+integrates dx/dσ = −v, so the velocity is negated before `scheduler.step`.
 """
 from __future__ import annotations
 
@@ -24,12 +25,16 @@ LUMINA2_SCHEDULER = {
 
 
 def scheduler_config(config: DiffusionConfig) -> dict:
-    """`<lumina_path>/scheduler/scheduler_config.json` when present, else Lumina-Image-2.0's values."""
+    """`<lumina_path>/scheduler/scheduler_config.json` when present, else Lumina-Image-2.0's values;
+    `config.shift`, when set, replaces the shift."""
+    out = dict(LUMINA2_SCHEDULER)
     if config.lumina_path:
         path = Path(config.lumina_path) / "scheduler" / "scheduler_config.json"
         if path.is_file():
-            return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
-    return dict(LUMINA2_SCHEDULER)
+            out = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+    if config.shift is not None:  # the decoder's own static shift (config.shift)
+        out.update(shift=float(config.shift), use_dynamic_shifting=False)
+    return out
 
 
 def make_scheduler(config: dict, steps: int, image_seq_len: int, device=None) -> FlowMatchEulerDiscreteScheduler:
@@ -39,6 +44,10 @@ def make_scheduler(config: dict, steps: int, image_seq_len: int, device=None) ->
                             device=device)
     scheduler.set_begin_index(0)
     return scheduler
+
+
+# x-prediction divides by σ: below this the velocity's denominator is held (JiT clips 1 − t at 0.05)
+X_PREDICTION_MIN_SIGMA = 0.05
 
 
 def dynamic_mu(config: dict, image_seq_len: int) -> float:

@@ -125,8 +125,17 @@ def run_stage(out: Path, name: str, module, make_batch, loss_fn, steps, batch, l
 
 # which part of a star-shapes checkpoint each stage trained, and the prefix its module's keys lose
 STAGE_PARTS = {"stage0": ("ar.base.",), "stage1": ("vq.",), "stage1b": ("vq.decoder.", "vq.post_quant_conv."),
-               "stage2": ("ar.stack.", "ar.adapter.", "ar.head."), "stage3": ("diffusion.",)}
-STAGE_ROOT = {"stage0": "ar.base.", "stage1": "vq.", "stage1b": "vq.", "stage2": "ar.", "stage3": "diffusion."}
+               "stage2": ("ar.stack.", "ar.adapter.", "ar.head."), "stage3": ("diffusion.",),
+               "stage4": ("ar.stack.", "ar.adapter.", "ar.head.")}  # a finished checkpoint's stack is its last
+STAGE_ROOT = {"stage0": "ar.base.", "stage1": "vq.", "stage1b": "vq.", "stage2": "ar.", "stage3": "diffusion.",
+              "stage4": "ar."}
+
+
+def parts_to_unpack(stages) -> list[str]:
+    """The stages a `--start-from` checkpoint stands in for: those not run. Its stack stands in for
+    stage 4 too, unless stage 2 or 4 runs (then stage 4 must be trained, or rebuilt, from the new one)."""
+    runs_stack = {"stage2", "stage4"} & set(stages)
+    return [s for s in STAGE_PARTS if s not in stages and not (s == "stage4" and runs_stack)]
 
 
 def grown(state: dict, num_layers: int) -> dict:
@@ -216,7 +225,8 @@ def tokenizer_of(stage1_file) -> tuple[str, int]:
 def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, device=None, seed=0,
                  workers=0, stages=ALL_STAGES, seconds: float = 0, start_from=None, take=(),
                  vq_encoder: str | None = None, stack_layers: int = 0, codebook_size: int = 0,
-                 edit_layout: str | None = None) -> Path:
+                 edit_layout: str | None = None, diffusion_prediction: str | None = None,
+                 diffusion_shift: float | None = None) -> Path:
     sched = schedule or Schedule()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,7 +234,7 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
         take_checkpoint(out, name)
     if start_from:
         if launch_info()[0] == 0:  # one writer under torchrun; the others wait for the files
-            unpack_checkpoint(start_from, out, [s for s in STAGE_PARTS if s not in stages])
+            unpack_checkpoint(start_from, out, parts_to_unpack(stages))
         barrier()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(seed)
@@ -245,6 +255,13 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
         edit_layout = read_config(start_from).ar.edit_layout
     if edit_layout:
         cfg.ar.edit_layout = edit_layout
+    if cfg.diffusion is not None:  # not chosen: as --start-from's decoder was trained, else the preset's
+        from ..checkpoint import read_config
+        was = read_config(start_from).diffusion if start_from else None
+        cfg.diffusion.prediction = diffusion_prediction or (was.prediction if was else cfg.diffusion.prediction)
+        cfg.diffusion.shift = (diffusion_shift if diffusion_shift is not None
+                               else was.shift if was else cfg.diffusion.shift)
+        cfg.diffusion.__post_init__()
     B = sched.batch
     tune = dict(lr_scale=sched.lr_scale, warmup=sched.warmup)
 
