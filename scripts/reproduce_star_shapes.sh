@@ -70,5 +70,14 @@ edit p8kM  p8kN    11 32 0.5  450
 edit p8kN  p8kO    12 32 0.5  1000
 edit p8kO  p8kP    13 32 0.5  1800
 
-echo "reproduced: $OUT/p8kP/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
-echo "compare:    python -m comfy_star eval --model $OUT/p8kP/star-shapes.safetensors --n 20"
+# 4. the diffusion decoder alone (stage 3), twice, on the finished model (its stack stands in for stage 4)
+decoder() {  # decoder PREVIOUS NAME SEED STEPS
+    python scripts/warm_start_files.py "$OUT/$2" --from "$OUT/$1/star-shapes.safetensors" stage3
+    train --out "$OUT/$2" --start-from "$OUT/$1/star-shapes.safetensors" --stages stage3,final --warmup 30 \
+        --seed "$3" --steps "$(steps "$4")"
+}
+OMP_NUM_THREADS=1 decoder p8kP p8kQ 14 620  # one thread: it ran beside an A/B arm (docs/star-shapes-training.md)
+decoder p8kQ p8kS 15 1508
+
+echo "reproduced: $OUT/p8kS/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
+echo "compare:    python -m comfy_star eval --model $OUT/p8kS/star-shapes.safetensors --n 20"

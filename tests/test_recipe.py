@@ -33,6 +33,10 @@ def test_start_from_retrains_the_diffusion_decoder_alone(tmp_path):
     assert changed and all(k.startswith("diffusion.") for k in changed)
     config = STAR.from_pretrained(final, device="cpu").config.diffusion
     assert (config.prediction, config.shift) == ("x", 1.5)
+    again = train_shapes(tmp_path / "again", Schedule(batch=2, fixed=1), device="cpu", stages=("stage3", "final"),
+                         start_from=final)  # not chosen: the decoder goes on as it was trained
+    config = STAR.from_pretrained(again, device="cpu").config.diffusion
+    assert (config.prediction, config.shift) == ("x", 1.5)
 
 
 def test_a_start_from_stack_stands_in_for_stage4_only_when_no_stack_stage_runs():
