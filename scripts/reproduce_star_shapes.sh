@@ -4,7 +4,7 @@
 # data seeds and warm starts: the same recipe step for step, though not the same bits (float sums round
 # differently with the thread count and the CPU, and hundreds of steps amplify that).
 #
-#   bash scripts/reproduce_star_shapes.sh             # ≈ 9 h 10 min on a 2-core CPU (the recorded runs: 9 h 9 min of training)
+#   bash scripts/reproduce_star_shapes.sh             # ≈ 10 h 50 min on a 2-core CPU (the recorded runs: 10 h 47 min of training)
 #   OUT=runs/mine bash scripts/reproduce_star_shapes.sh
 #   QUICK=1 bash scripts/reproduce_star_shapes.sh     # 2 steps a stage: checks the chain runs (≈ 7 min)
 #
