@@ -44,6 +44,7 @@ def test_a_start_from_stack_stands_in_for_stage4_only_when_no_stack_stage_runs()
     assert "stage4" in parts_to_unpack(("stage3", "final"))
     assert "stage4" not in parts_to_unpack(("stage2",)) and "stage4" not in parts_to_unpack(("stage4", "final"))
     assert "stage2" in parts_to_unpack(("stage4", "final"))  # stage 4 starts from the checkpoint's stack
+    assert "stage4" not in parts_to_unpack(("stage3",))  # a later `--stages stage4,final` here must still train
 
 
 def test_unpack_never_replaces_an_existing_stage_file(tmp_path):

@@ -133,9 +133,10 @@ STAGE_ROOT = {"stage0": "ar.base.", "stage1": "vq.", "stage1b": "vq.", "stage2":
 
 def parts_to_unpack(stages) -> list[str]:
     """The stages a `--start-from` checkpoint stands in for: those not run. Its stack stands in for
-    stage 4 too, unless stage 2 or 4 runs (then stage 4 must be trained, or rebuilt, from the new one)."""
-    runs_stack = {"stage2", "stage4"} & set(stages)
-    return [s for s in STAGE_PARTS if s not in stages and not (s == "stage4" and runs_stack)]
+    stage 4 too when this run ends in `final` and trains no stack (with stage 2 or 4, or a later run of
+    stage 4 in the same folder, stage 4 must come from the new stack: an existing stage file is kept)."""
+    stack_is_final = "final" in stages and not {"stage2", "stage4"} & set(stages)
+    return [s for s in STAGE_PARTS if s not in stages and (s != "stage4" or stack_is_final)]
 
 
 def grown(state: dict, num_layers: int) -> dict:
