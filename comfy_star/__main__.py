@@ -61,6 +61,10 @@ def main(argv=None):
     t.add_argument("--diffusion-shift", type=float, default=None,
                    help="all: the diffusion decoder's flow-matching time shift (default: --start-from's, else the "
                         "preset's)")
+    t.add_argument("--diffusion-vq-upsample", choices=["bilinear", "nearest"], default=None,
+                   help="all: how the diffusion decoder resizes the token grid to its latent grid: 'bilinear' "
+                        "(the release's) or 'nearest' (each cell its own token's code) (default: --start-from's, "
+                        "else the preset's)")
     t.add_argument("--edit-fraction", type=float, default=0.5, help="all: stage 4's share of edit rows")
     t.add_argument("--model", default=None, help="finetune: the checkpoint to start from (default: embedded)")
     t.add_argument("--data", default=None, help="finetune: a caption folder (image + same-named .txt)")
@@ -110,7 +114,8 @@ def main(argv=None):
                      start_from=DEFAULT_CHECKPOINT if a.start_from == "embedded" else a.start_from,
                      take=tuple(filter(None, a.take_checkpoint.split(","))), vq_encoder=a.vq_encoder,
                      stack_layers=a.stack_layers, codebook_size=a.codebook_size, edit_layout=a.edit_layout,
-                     diffusion_prediction=a.diffusion_prediction, diffusion_shift=a.diffusion_shift)
+                     diffusion=dict(prediction=a.diffusion_prediction, shift=a.diffusion_shift,
+                                    vq_upsample=a.diffusion_vq_upsample))
     elif a.cmd == "train":
         from .train.finetune import finetune_cli
         finetune_cli(a)

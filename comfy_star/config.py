@@ -86,8 +86,13 @@ class DiffusionConfig:
     # the flow-matching time shift; None: the scheduler config's (Lumina-Image-2.0's static 6, made
     # for ≈ 4k latent tokens; a 64-token decoder spends most of its steps on almost pure noise at 6)
     shift: float | None = None
+    # how the (h', w') code grid is resized to the latent grid: "bilinear" (the release's E_vq, which
+    # blends each code with its neighbours) or "nearest" (each latent cell gets its own token's code)
+    vq_upsample: str = "bilinear"
 
     def __post_init__(self):
+        if self.vq_upsample not in ("bilinear", "nearest"):
+            raise ValueError(f"diffusion vq_upsample must be 'bilinear' or 'nearest', not {self.vq_upsample!r}")
         if self.prediction not in ("v", "x"):
             raise ValueError(f"diffusion prediction must be 'v' or 'x', not {self.prediction!r}")
         if self.shift is not None and not self.shift > 0:

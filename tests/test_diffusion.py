@@ -318,3 +318,20 @@ def test_lumina_text_encoder_prefix_and_penultimate_layer():
     assert null.shape == (3, 1, 16) and null_mask.all()  # "" without the system prompt: just <bos>
     ref = gemma(torch.tensor([[1]]), output_hidden_states=True).hidden_states[-2]
     torch.testing.assert_close(null[:1], ref)
+
+
+def test_nearest_vq_map_gives_each_latent_cell_its_own_tokens_code():
+    vq, _, _ = inputs(B=1, grid=4)  # (1, 4, 4, d) codes onto an 8 × 8 latent grid
+    dec = tiny_decoder()
+    dec.config.vq_upsample = "nearest"
+    cells = dec.vq_map(vq, (8, 8))  # (1, d, 8, 8)
+    for i, j in [(0, 0), (1, 3), (2, 1), (3, 3)]:
+        for di in (0, 1):
+            for dj in (0, 1):
+                assert torch.equal(cells[0, :, 2 * i + di, 2 * j + dj], vq[0, i, j])
+    dec.config.vq_upsample = "bilinear"  # the release's: a cell is a blend of neighbouring codes
+    blended = dec.vq_map(vq, (8, 8))
+    assert not torch.allclose(blended[0, :, 3, 3], vq[0, 1, 1])
+    assert torch.allclose(blended.mean((2, 3)), vq.mean((1, 2)), atol=0.2)
+    with pytest.raises(ValueError, match="vq_upsample"):
+        DiffusionConfig(vq_upsample="bicubic")

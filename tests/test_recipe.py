@@ -26,17 +26,17 @@ def test_start_from_retrains_the_diffusion_decoder_alone(tmp_path):
     """`--stages stage3,final` from a finished checkpoint: the checkpoint's stack stands in for stage 4,
     so the result is the checkpoint with a new decoder; the x-prediction setting is carried into it."""
     final = train_shapes(tmp_path, Schedule(batch=2, fixed=1), device="cpu", stages=("stage3", "final"),
-                         start_from=DEFAULT_CHECKPOINT, diffusion_prediction="x", diffusion_shift=1.5)
+                         start_from=DEFAULT_CHECKPOINT, diffusion=dict(prediction="x", shift=1.5, vq_upsample="nearest"))
     shipped, rebuilt = read_tensors(DEFAULT_CHECKPOINT), read_tensors(final)
     assert set(shipped) == set(rebuilt)
     changed = {k for k in shipped if not torch.equal(shipped[k], rebuilt[k])}
     assert changed and all(k.startswith("diffusion.") for k in changed)
     config = STAR.from_pretrained(final, device="cpu").config.diffusion
-    assert (config.prediction, config.shift) == ("x", 1.5)
+    assert (config.prediction, config.shift, config.vq_upsample) == ("x", 1.5, "nearest")
     again = train_shapes(tmp_path / "again", Schedule(batch=2, fixed=1), device="cpu", stages=("stage3", "final"),
                          start_from=final)  # not chosen: the decoder goes on as it was trained
     config = STAR.from_pretrained(again, device="cpu").config.diffusion
-    assert (config.prediction, config.shift) == ("x", 1.5)
+    assert (config.prediction, config.shift, config.vq_upsample) == ("x", 1.5, "nearest")
 
 
 def test_a_start_from_stack_stands_in_for_stage4_only_when_no_stack_stage_runs():
@@ -316,3 +316,15 @@ def test_onset_weight_teaches_which_object_starts_not_whether_one_does():
     rows, bg_at, tgt_at = torch.arange(k), bg[:, None].expand(-1, 64)[onset], targets[onset]
     assert torch.allclose(weighted[rows, bg_at], plain[rows, bg_at])             # whether: unchanged
     assert (weighted[rows, tgt_at] < plain[rows, tgt_at] - 1e-3).all()          # which: pushed up more
+
+
+def test_decoder_settings_are_chosen_else_inherited_and_an_unknown_one_is_named():
+    from comfy_star.config import DiffusionConfig
+    from comfy_star.train.recipe import decoder_settings
+    preset = DiffusionConfig(latent="pixels", shift=None)
+    assert decoder_settings(preset, {"vq_upsample": "nearest", "shift": None}).vq_upsample == "nearest"
+    assert decoder_settings(preset, {}).vq_upsample == "bilinear"
+    with pytest.raises(ValueError, match="upsampling"):
+        decoder_settings(preset, {"upsampling": "nearest"})
+    with pytest.raises(ValueError, match="vq_upsample"):
+        decoder_settings(preset, {"vq_upsample": "cubic"})

@@ -121,8 +121,10 @@ class DiffusionDecoder(nn.Module):
         return height // f, width // f
 
     def vq_map(self, vq_embeds: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """(B, h', w', d) code vectors → (B, d, h, w) on the latent grid, bilinear (the paper's E_vq)."""
+        """(B, h', w', d) code vectors → (B, d, h, w) on the latent grid (config.vq_upsample; bilinear is the paper's E_vq)."""
         x = vq_embeds.permute(0, 3, 1, 2).float()
+        if self.config.vq_upsample == "nearest":
+            return F.interpolate(x, size=tuple(grid), mode="nearest-exact")
         return F.interpolate(x, size=tuple(grid), mode="bilinear", align_corners=False)
 
     def null_text(self, batch: int, device=None):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -223,11 +223,28 @@ def tokenizer_of(stage1_file) -> tuple[str, int]:
     return ("patch4" if patch_pixels == 16 else "patch"), codes
 
 
+DECODER_SETTINGS = ("prediction", "shift", "vq_upsample")  # how a decoder is trained, beyond its shape
+
+
+def decoder_settings(preset, chosen: dict, start_from=None):
+    """The preset's DiffusionConfig with each of DECODER_SETTINGS as chosen, else as --start-from's
+    decoder was trained (a decoder goes on as it began), else the preset's; validated."""
+    unknown = set(chosen) - set(DECODER_SETTINGS)
+    if unknown:
+        raise ValueError(f"unknown diffusion decoder settings {sorted(unknown)}; known: {DECODER_SETTINGS}")
+    was = None
+    if start_from:
+        from ..checkpoint import read_config
+        was = read_config(start_from).diffusion
+    values = {name: chosen[name] if chosen.get(name) is not None else getattr(was or preset, name)
+              for name in DECODER_SETTINGS}
+    return replace(preset, **values)  # __post_init__ refuses a bad value by name
+
+
 def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, device=None, seed=0,
                  workers=0, stages=ALL_STAGES, seconds: float = 0, start_from=None, take=(),
                  vq_encoder: str | None = None, stack_layers: int = 0, codebook_size: int = 0,
-                 edit_layout: str | None = None, diffusion_prediction: str | None = None,
-                 diffusion_shift: float | None = None) -> Path:
+                 edit_layout: str | None = None, diffusion: dict | None = None) -> Path:
     sched = schedule or Schedule()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -256,13 +273,8 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
         edit_layout = read_config(start_from).ar.edit_layout
     if edit_layout:
         cfg.ar.edit_layout = edit_layout
-    if cfg.diffusion is not None:  # not chosen: as --start-from's decoder was trained, else the preset's
-        from ..checkpoint import read_config
-        was = read_config(start_from).diffusion if start_from else None
-        cfg.diffusion.prediction = diffusion_prediction or (was.prediction if was else cfg.diffusion.prediction)
-        cfg.diffusion.shift = (diffusion_shift if diffusion_shift is not None
-                               else was.shift if was else cfg.diffusion.shift)
-        cfg.diffusion.__post_init__()
+    if cfg.diffusion is not None:
+        cfg.diffusion = decoder_settings(cfg.diffusion, diffusion or {}, start_from)
     B = sched.batch
     tune = dict(lr_scale=sched.lr_scale, warmup=sched.warmup)
 
