@@ -4,7 +4,7 @@
 # data seeds and warm starts: the same recipe step for step, though not the same bits (float sums round
 # differently with the thread count and the CPU, and hundreds of steps amplify that).
 #
-#   bash scripts/reproduce_star_shapes.sh             # ≈ 10 h 50 min on a 2-core CPU (the recorded runs: 10 h 47 min of training)
+#   bash scripts/reproduce_star_shapes.sh             # ≈ 12 h 10 min on a 2-core CPU (the recorded runs: 12 h 5 min of training)
 #   OUT=runs/mine bash scripts/reproduce_star_shapes.sh
 #   QUICK=1 bash scripts/reproduce_star_shapes.sh     # 2 steps a stage: checks the chain runs (≈ 7 min)
 #
@@ -78,6 +78,8 @@ decoder() {  # decoder PREVIOUS NAME SEED STEPS
 }
 OMP_NUM_THREADS=1 decoder p8kP p8kQ 14 620  # one thread: it ran beside an A/B arm (docs/star-shapes-training.md)
 decoder p8kQ p8kS 15 1508
+OMP_NUM_THREADS=1 decoder p8kS p8kT 16 616  # one thread, beside the nearest-map arm (runs/p8kU)
+decoder p8kT p8kV 17 700
 
-echo "reproduced: $OUT/p8kS/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
-echo "compare:    python -m comfy_star eval --model $OUT/p8kS/star-shapes.safetensors --n 20"
+echo "reproduced: $OUT/p8kV/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
+echo "compare:    python -m comfy_star eval --model $OUT/p8kV/star-shapes.safetensors --n 20"
