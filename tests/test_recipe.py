@@ -24,7 +24,7 @@ def test_start_from_then_final_rebuilds_the_checkpoint_bit_for_bit(tmp_path):
 
 def test_start_from_retrains_the_diffusion_decoder_alone(tmp_path):
     """`--stages stage3,final` from a finished checkpoint: the checkpoint's stack stands in for stage 4,
-    so the result is the checkpoint with a new decoder; the x-prediction setting is carried into it."""
+    so the result is the checkpoint with a new decoder; the decoder settings chosen are carried into it."""
     final = train_shapes(tmp_path, Schedule(batch=2, fixed=1), device="cpu", stages=("stage3", "final"),
                          start_from=DEFAULT_CHECKPOINT, diffusion=dict(prediction="x", shift=1.5, vq_upsample="nearest"))
     shipped, rebuilt = read_tensors(DEFAULT_CHECKPOINT), read_tensors(final)
