@@ -1,0 +1,105 @@
+"""Compare diffusion decoders: the three read-backs the training log quotes for each decoder run.
+
+Every decoder run (stage 3 alone, reproduce script § 4) changes only the `diffusion.*` tensors, so
+the stack, the VQ decoder and the base are the same in the models compared, and these probes need
+no stacked AR: each scene's render is VQ-encoded and its tokens decoded by the diffusion decoder
+(given the caption, no source), then the detector reads the image back.
+
+    python scripts/decoder_compare.py selection runs/A/star-shapes.safetensors runs/B/...  # 120 scenes, seed 777, cfg 1 and 2
+    python scripts/decoder_compare.py paired runs/A/... runs/B/...   # 240 scenes, seed 555: read back, pixel MSE, scenes only one read
+    python scripts/decoder_compare.py eval runs/A/... runs/B/...     # eval's `decoders` section at --n 20 (seed 1234)
+
+`selection` is `decoder_roundtrip(star, 120, 777)` with the decoder's cfg set to 1 and to 2; `eval`
+is what `python -m comfy_star eval --n 20` prints under `decoders` (the rest of eval does not read the
+diffusion decoder). `paired` decodes the same scenes with the same seeds in every model, so "only A"
+and "only B" count the scenes one model read back and the other did not.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+
+import numpy as np
+
+from comfy_star import STAR, data
+from comfy_star.data import detector
+from comfy_star.eval.benchmarks import decoder_roundtrip, shapes_eval
+from comfy_star.pipeline import Tokens, to_pil
+
+
+def paired_readback(star, n: int, seed: int, cfg: float, batch: int = 20) -> dict:
+    """n held-out captions' renders through VQ encode → diffusion decode (seed + i for batch i, the
+    given cfg): which scenes the detector reads back (a list of bools, in caption order) and the mean
+    squared pixel error against the render (0-255 scale)."""
+    rng = random.Random(f"paired:{seed}")
+    captions = [data.captions.random_caption(rng, held_out=True) for _ in range(n)]
+    scenes = [c[3] for c in captions]
+    renders = [data.shapes.render(s, star.config.image_size) for s in scenes]
+    ids = star.encode(renders).ids
+    images = []
+    for i in range(0, n, batch):
+        tokens = Tokens(ids[i:i + batch], star.key, [c[0] for c in captions[i:i + batch]])
+        images += to_pil(star.decode_diffusion(tokens, seed=seed + i, cfg=cfg))
+    read = [bool(detector.scenes_match(detector.detect(im), s)) for im, s in zip(images, scenes)]
+    mse = np.mean([np.mean((np.asarray(a, np.float32) - np.asarray(b, np.float32)) ** 2)
+                   for a, b in zip(images, renders)])
+    return {"read": read, "mse": float(mse)}
+
+
+def only_counts(a: list[bool], b: list[bool]) -> tuple[int, int]:
+    """Scenes that only a read back, and scenes that only b read back."""
+    return sum(x and not y for x, y in zip(a, b)), sum(y and not x for x, y in zip(a, b))
+
+
+def selection(models: list[str], n: int, seed: int) -> None:
+    for path in models:
+        star = STAR.from_pretrained(path, device="cpu")
+        for cfg in (1.0, 2.0):
+            star.defaults.diffusion_cfg = cfg
+            start = time.time()
+            result = decoder_roundtrip(star, n, seed)
+            print(json.dumps({"model": path, "cfg": cfg, **result, "seconds": round(time.time() - start)}), flush=True)
+
+
+def paired(models: list[str], n: int, seed: int) -> None:
+    reads = {}
+    for path in models:
+        star = STAR.from_pretrained(path, device="cpu")
+        for cfg in (1.0, 2.0):
+            start = time.time()
+            result = paired_readback(star, n, seed, cfg)
+            reads[path, cfg] = result["read"]
+            print(json.dumps({"model": path, "cfg": cfg, "read_back": sum(result["read"]), "of": n,
+                              "mse": round(result["mse"], 1), "seconds": round(time.time() - start)}), flush=True)
+    for cfg in (1.0, 2.0):
+        for a, b in zip(models, models[1:]):
+            only_a, only_b = only_counts(reads[a, cfg], reads[b, cfg])
+            print(json.dumps({"cfg": cfg, "only": {a: only_a, b: only_b}}), flush=True)
+
+
+def eval_section(models: list[str], n: int, seed: int) -> None:
+    for path in models:
+        star = STAR.from_pretrained(path, device="cpu")
+        roundtrip = decoder_roundtrip(star, 3 * n, seed)
+        through_stack = shapes_eval(star, max(2, n // 4), seed, decoder="diffusion")["overall"]
+        print(json.dumps({"model": path, "diffusion": through_stack, "roundtrip_vq": roundtrip["vq"],
+                          "roundtrip_diffusion": roundtrip["diffusion"]}), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["selection", "paired", "eval"])
+    parser.add_argument("models", nargs="+", help="checkpoints (our safetensors), compared in order")
+    parser.add_argument("--n", type=int, default=None,
+                        help="scenes (selection 120, paired 240) or eval's prompts per category (20)")
+    parser.add_argument("--seed", type=int, default=None, help="default: selection 777, paired 555, eval 1234")
+    args = parser.parse_args()
+    n, seed = {"selection": (120, 777), "paired": (240, 555), "eval": (20, 1234)}[args.command]
+    run = {"selection": selection, "paired": paired, "eval": eval_section}[args.command]
+    run(args.models, args.n or n, seed if args.seed is None else args.seed)
+
+
+if __name__ == "__main__":
+    main()

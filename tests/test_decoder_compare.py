@@ -1,0 +1,26 @@
+"""scripts/decoder_compare.py: the paired decoder read-back is seeded (a model compared with itself
+gets the same images, so no scene is read by "only one"), and the only-counts compare scene by scene."""
+import importlib.util
+from pathlib import Path
+
+from comfy_star import STAR
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "decoder_compare.py"
+_spec = importlib.util.spec_from_file_location("decoder_compare", SCRIPT)
+compare = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(compare)
+
+
+def test_paired_readback_is_seeded():
+    star = STAR.from_pretrained()
+    first = compare.paired_readback(star, n=3, seed=5, cfg=1.0, batch=2)
+    again = compare.paired_readback(star, n=3, seed=5, cfg=1.0, batch=2)
+    assert first == again
+    assert len(first["read"]) == 3 and first["mse"] > 0
+    assert compare.only_counts(first["read"], again["read"]) == (0, 0)
+
+
+def test_only_counts_compare_scene_by_scene():
+    # equal totals (2 and 2) can still differ scene by scene
+    assert compare.only_counts([True, False, True, False], [True, True, False, False]) == (1, 1)
+    assert compare.only_counts([True, True], [False, False]) == (2, 0)
