@@ -4,7 +4,7 @@
 # data seeds and warm starts: the same recipe step for step, though not the same bits (float sums round
 # differently with the thread count and the CPU, and hundreds of steps amplify that).
 #
-#   bash scripts/reproduce_star_shapes.sh             # ≈ 13 h 10 min on a 2-core CPU (the recorded runs: 13 h 5 min of training)
+#   bash scripts/reproduce_star_shapes.sh             # ≈ 14 h 20 min on a 2-core CPU (the recorded runs: 14 h 14 min of training)
 #   OUT=runs/mine bash scripts/reproduce_star_shapes.sh
 #   QUICK=1 bash scripts/reproduce_star_shapes.sh     # 2 steps a stage: checks the chain runs (≈ 7 min)
 #
@@ -70,7 +70,7 @@ edit p8kM  p8kN    11 32 0.5  450
 edit p8kN  p8kO    12 32 0.5  1000
 edit p8kO  p8kP    13 32 0.5  1800
 
-# 4. the diffusion decoder alone (stage 3), five times, on the finished model (its stack stands in for stage 4)
+# 4. the diffusion decoder alone (stage 3), six times, on the finished model (its stack stands in for stage 4)
 decoder() {  # decoder PREVIOUS NAME SEED STEPS
     python scripts/warm_start_files.py "$OUT/$2" --from "$OUT/$1/star-shapes.safetensors" stage3
     train --out "$OUT/$2" --start-from "$OUT/$1/star-shapes.safetensors" --stages stage3,final --warmup 30 \
@@ -81,6 +81,7 @@ decoder p8kQ p8kS 15 1508
 OMP_NUM_THREADS=1 decoder p8kS p8kT 16 616  # one thread, beside the nearest-map arm (runs/p8kU)
 decoder p8kT p8kV 17 700
 decoder p8kV p8kW 18 1200
+decoder p8kW p8kX 19 1400
 
-echo "reproduced: $OUT/p8kW/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
-echo "compare:    python -m comfy_star eval --model $OUT/p8kW/star-shapes.safetensors --n 20"
+echo "reproduced: $OUT/p8kX/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
+echo "compare:    python -m comfy_star eval --model $OUT/p8kX/star-shapes.safetensors --n 20"
