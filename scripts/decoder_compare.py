@@ -23,29 +23,18 @@ import time
 
 import numpy as np
 
-from comfy_star import STAR, data
-from comfy_star.data import detector
-from comfy_star.eval.benchmarks import decoder_roundtrip, shapes_eval
-from comfy_star.pipeline import Tokens, to_pil
+from comfy_star import STAR
+from comfy_star.eval.benchmarks import decoder_roundtrip, read_back, roundtrip_images, shapes_eval
 
 
 def paired_readback(star, n: int, seed: int, cfg: float, batch: int = 20) -> dict:
-    """n held-out captions' renders through VQ encode → diffusion decode (seed + i for batch i, the
-    given cfg): which scenes the detector reads back (a list of bools, in caption order) and the mean
-    squared pixel error against the render (0-255 scale)."""
-    rng = random.Random(f"paired:{seed}")
-    captions = [data.captions.random_caption(rng, held_out=True) for _ in range(n)]
-    scenes = [c[3] for c in captions]
-    renders = [data.shapes.render(s, star.config.image_size) for s in scenes]
-    ids = star.encode(renders).ids
-    images = []
-    for i in range(0, n, batch):
-        tokens = Tokens(ids[i:i + batch], star.key, [c[0] for c in captions[i:i + batch]])
-        images += to_pil(star.decode_diffusion(tokens, seed=seed + i, cfg=cfg))
-    read = [bool(detector.scenes_match(detector.detect(im), s)) for im, s in zip(images, scenes)]
+    """n held-out captions' renders through VQ encode → diffusion decode (`roundtrip_images` at the
+    given cfg, its own caption stream "paired:SEED"): which scenes the detector reads back (a list of
+    bools, in caption order) and the mean squared pixel error against the render (0-255 scale)."""
+    images = roundtrip_images(star, n, random.Random(f"paired:{seed}"), seed, cfg=cfg, batch=batch)
     mse = np.mean([np.mean((np.asarray(a, np.float32) - np.asarray(b, np.float32)) ** 2)
-                   for a, b in zip(images, renders)])
-    return {"read": read, "mse": float(mse)}
+                   for a, b in zip(images["diffusion"], images["renders"])])
+    return {"read": read_back(images["diffusion"], images["scenes"]), "mse": float(mse)}
 
 
 def only_counts(a: list[bool], b: list[bool]) -> tuple[int, int]:

@@ -62,7 +62,7 @@ def test_decoder_roundtrip_scores_each_decoder_on_the_scenes_its_tokens_came_fro
     star = STAR.from_pretrained(device="cpu")
     calls = []
 
-    def like_vq(tokens, steps=None, seed=0):
+    def like_vq(tokens, steps=None, seed=0, cfg=None):
         calls.append(len(tokens.prompts))
         assert tokens.source is None and all(tokens.prompts)  # text-to-image, given each caption
         return star.decode_vq(tokens)
@@ -71,7 +71,7 @@ def test_decoder_roundtrip_scores_each_decoder_on_the_scenes_its_tokens_came_fro
     scores = benchmarks.decoder_roundtrip(star, 5, 3, batch=2)
     assert calls == [2, 2, 1]
     assert scores["vq"] >= 0.8 and scores["diffusion"] == scores["vq"]
-    monkeypatch.setattr(star, "decode_diffusion", lambda tokens, steps=None, seed=0: torch.zeros(
+    monkeypatch.setattr(star, "decode_diffusion", lambda tokens, steps=None, seed=0, cfg=None: torch.zeros(
         len(tokens.prompts), 3, 64, 64))  # flat grey whatever the tokens
     assert benchmarks.decoder_roundtrip(star, 5, 3, batch=2)["diffusion"] == 0.0
 

@@ -128,13 +128,12 @@ def vq_roundtrip(star, n: int, seed: int) -> float:
     return float(np.mean([detector.scenes_match(detector.detect(im), s) for im, s in zip(decoded, scenes)]))
 
 
-def decoder_roundtrip(star, n: int, seed: int, steps: int | None = None, batch: int = 20) -> dict:
-    """The two decoders alone, on the same n scenes of held-out captions: each render VQ-encoded,
-    then decoded by the VQ decoder and by the diffusion decoder (given its caption, as text-to-image,
-    no source); the share of scenes the detector reads back from each. Unlike `decoders` (ShapesEval
-    through each decoder), no stacked AR is involved, so a weak stack does not hide a weak decoder."""
+def roundtrip_images(star, n: int, rng: random.Random, seed: int, steps: int | None = None,
+                     cfg: float | None = None, batch: int = 20) -> dict:
+    """n held-out captions drawn from rng: their scenes, the renders, and each render VQ-encoded then
+    decoded by the VQ decoder and by the diffusion decoder (given its caption, as text-to-image, no
+    source; batch i decoded with seed + i). Lists in caption order, images as PIL."""
     from ..pipeline import Tokens, to_pil
-    rng = random.Random(f"decoder-roundtrip:{seed}")
     captions = [data.captions.random_caption(rng, held_out=True) for _ in range(n)]
     scenes = [c[3] for c in captions]
     renders = [data.shapes.render(s, star.config.image_size) for s in scenes]
@@ -143,9 +142,21 @@ def decoder_roundtrip(star, n: int, seed: int, steps: int | None = None, batch: 
     diffusion = []
     for i in range(0, n, batch):  # the decoder's guidance rows multiply the batch: keep it small
         tokens = Tokens(ids[i:i + batch], star.key, [c[0] for c in captions[i:i + batch]])
-        diffusion += to_pil(star.decode_diffusion(tokens, steps=steps, seed=seed + i))
-    read = lambda images: float(np.mean([detector.scenes_match(detector.detect(im), s) for im, s in zip(images, scenes)]))
-    return {"vq": read(vq), "diffusion": read(diffusion)}
+        diffusion += to_pil(star.decode_diffusion(tokens, steps=steps, seed=seed + i, cfg=cfg))
+    return {"scenes": scenes, "renders": renders, "vq": vq, "diffusion": diffusion}
+
+
+def read_back(images, scenes) -> list[bool]:
+    """Per image: does the detector read back the scene it was made from?"""
+    return [bool(detector.scenes_match(detector.detect(im), s)) for im, s in zip(images, scenes)]
+
+
+def decoder_roundtrip(star, n: int, seed: int, steps: int | None = None, batch: int = 20) -> dict:
+    """The two decoders alone, on the same n scenes of held-out captions (`roundtrip_images`): the
+    share of scenes the detector reads back from each. Unlike `decoders` (ShapesEval through each
+    decoder), no stacked AR is involved, so a weak stack does not hide a weak decoder."""
+    images = roundtrip_images(star, n, random.Random(f"decoder-roundtrip:{seed}"), seed, steps, batch=batch)
+    return {k: float(np.mean(read_back(images[k], images["scenes"]))) for k in ("vq", "diffusion")}
 
 
 @torch.no_grad()
