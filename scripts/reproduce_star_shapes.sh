@@ -4,7 +4,7 @@
 # data seeds and warm starts: the same recipe step for step, though not the same bits (float sums round
 # differently with the thread count and the CPU, and hundreds of steps amplify that).
 #
-#   bash scripts/reproduce_star_shapes.sh             # ≈ 14 h 20 min on a 2-core CPU (the recorded runs: 14 h 14 min of training)
+#   bash scripts/reproduce_star_shapes.sh             # ≈ 15 h 25 min on a 2-core CPU (the recorded runs: 15 h 18 min of training)
 #   OUT=runs/mine bash scripts/reproduce_star_shapes.sh
 #   QUICK=1 bash scripts/reproduce_star_shapes.sh     # 2 steps a stage: checks the chain runs (≈ 7 min)
 #
@@ -70,11 +70,11 @@ edit p8kM  p8kN    11 32 0.5  450
 edit p8kN  p8kO    12 32 0.5  1000
 edit p8kO  p8kP    13 32 0.5  1800
 
-# 4. the diffusion decoder alone (stage 3), six times, on the finished model (its stack stands in for stage 4)
-decoder() {  # decoder PREVIOUS NAME SEED STEPS
+# 4. the diffusion decoder alone (stage 3), seven times, on the finished model (its stack stands in for stage 4)
+decoder() {  # decoder PREVIOUS NAME SEED STEPS [train options, e.g. --batch 64]
     python scripts/warm_start_files.py "$OUT/$2" --from "$OUT/$1/star-shapes.safetensors" stage3
     train --out "$OUT/$2" --start-from "$OUT/$1/star-shapes.safetensors" --stages stage3,final --warmup 30 \
-        --seed "$3" --steps "$(steps "$4")"
+        --seed "$3" --steps "$(steps "$4")" "${@:5}"
 }
 OMP_NUM_THREADS=1 decoder p8kP p8kQ 14 620  # one thread: it ran beside an A/B arm (docs/star-shapes-training.md)
 decoder p8kQ p8kS 15 1508
@@ -82,6 +82,7 @@ OMP_NUM_THREADS=1 decoder p8kS p8kT 16 616  # one thread, beside the nearest-map
 decoder p8kT p8kV 17 700
 decoder p8kV p8kW 18 1200
 decoder p8kW p8kX 19 1400
+decoder p8kX p8kY 20 600 --batch 64  # twice the batch: 600 x 64 samples
 
-echo "reproduced: $OUT/p8kX/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
-echo "compare:    python -m comfy_star eval --model $OUT/p8kX/star-shapes.safetensors --n 20"
+echo "reproduced: $OUT/p8kY/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
+echo "compare:    python -m comfy_star eval --model $OUT/p8kY/star-shapes.safetensors --n 20"
