@@ -117,6 +117,11 @@ def speed(star, repeats: int = 5) -> dict:
     return {"seconds_per_image_vq": (time.perf_counter() - t) / repeats}
 
 
+def read_back(images, scenes) -> list[bool]:
+    """Per image: does the detector read back the scene it was made from?"""
+    return [bool(detector.scenes_match(detector.detect(im), s)) for im, s in zip(images, scenes)]
+
+
 def vq_roundtrip(star, n: int, seed: int) -> float:
     """Share of held-out renders the detector reads back after VQ encode → decode: the ceiling the
     VQ decoder puts on every VQ-decoded score above."""
@@ -125,7 +130,7 @@ def vq_roundtrip(star, n: int, seed: int) -> float:
     scenes = [data.shapes.random_scene(rng) for _ in range(n)]
     renders = [data.shapes.render(s, star.config.image_size) for s in scenes]
     decoded = to_pil(star.decode_vq(star.encode(renders)))
-    return float(np.mean([detector.scenes_match(detector.detect(im), s) for im, s in zip(decoded, scenes)]))
+    return float(np.mean(read_back(decoded, scenes)))
 
 
 def roundtrip_images(star, n: int, rng: random.Random, seed: int, steps: int | None = None,
@@ -144,11 +149,6 @@ def roundtrip_images(star, n: int, rng: random.Random, seed: int, steps: int | N
         tokens = Tokens(ids[i:i + batch], star.key, [c[0] for c in captions[i:i + batch]])
         diffusion += to_pil(star.decode_diffusion(tokens, steps=steps, seed=seed + i, cfg=cfg))
     return {"scenes": scenes, "renders": renders, "vq": vq, "diffusion": diffusion}
-
-
-def read_back(images, scenes) -> list[bool]:
-    """Per image: does the detector read back the scene it was made from?"""
-    return [bool(detector.scenes_match(detector.detect(im), s)) for im, s in zip(images, scenes)]
 
 
 def decoder_roundtrip(star, n: int, seed: int, steps: int | None = None, batch: int = 20) -> dict:
