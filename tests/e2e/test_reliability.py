@@ -24,6 +24,7 @@ import math
 import os
 import random
 import shutil
+import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -568,6 +569,8 @@ def _api(load_workflow, object_info, name: str, seed: int, overrides: dict | Non
 
 LOAD_PROMPTS = 200
 TRAINING_RUNS = 4  # finetune.json costs a few seconds: in the mix, but only a few times
+RSS_EVERY = 10  # prompts between two reads of the server's RSS
+LEAK_MIB_PER_PROMPT = 0.25  # the median growth per prompt in the second half may not exceed this
 
 
 def test_load_200_mixed_prompts(comfy_server, load_workflow, object_info):
@@ -595,11 +598,12 @@ def test_load_200_mixed_prompts(comfy_server, load_workflow, object_info):
     results, rss_by_prompts = [], {}
     for done, (prompt_id, name) in enumerate(zip(ids, mix), 1):
         results.append((name, comfy_server.wait(prompt_id, timeout=checks.WORKFLOW_TIMEOUT, raise_on_error=False)))
-        if done % (len(mix) // 4) == 0:  # prompts run in queue order: `done` of them have finished
+        if done % RSS_EVERY == 0:  # prompts run in queue order: `done` of them have finished
             rss_by_prompts[done] = round(_rss_kib(pid) / 1024)
     wall = time.time() - t0
     rss_after = _rss_kib(pid)
-    rss_half = rss_by_prompts[len(mix) // 2] * 1024
+    second_half = [mib for done, mib in sorted(rss_by_prompts.items()) if done >= len(mix) // 2]
+    growth_per_prompt = statistics.median(b - a for a, b in zip(second_half, second_half[1:])) / RSS_EVERY
     loads_after = len(_loads(comfy_server))
     leaks = _leaks(comfy_server) - leaks_before
 
@@ -609,7 +613,7 @@ def test_load_200_mixed_prompts(comfy_server, load_workflow, object_info):
         checks.check_outputs(name, history, comfy_server.output_images(history))
     figures = {"prompts": len(mix), "held_in_queue": held, "mix": dict(Counter(mix)), "queue_s": round(queued_s, 1), "wall_s": round(wall, 1),
                "rss_after_first_mib": round(rss_first / 1024), "rss_mib_after_n_prompts": rss_by_prompts,
-               "rss_after_mib": round(rss_after / 1024),
+               "rss_after_mib": round(rss_after / 1024), "median_growth_mib_per_prompt_second_half": growth_per_prompt,
                "loads_during_warmup": loads_warm - loads_before, "loads_during_load": loads_after - loads_warm,
                "comfy_leak_warnings": leaks}
     _report("load", figures)
@@ -618,14 +622,20 @@ def test_load_200_mixed_prompts(comfy_server, load_workflow, object_info):
     assert loads_warm - loads_before <= 1, f"the model was read more than once: {_loads(comfy_server)[-3:]}"
     # each of these warnings costs a full garbage collection on every later model load
     assert leaks == 0, f"ComfyUI logged {leaks} '{LEAK}' warnings: a STAR part's patcher died before its module"
-    # A leak grows with every prompt, so it shows in the second half of the load as in the first.
-    # glibc's arenas grow in steps while two threads allocate at once (the HTTP thread validating
-    # queued prompts, the worker running them) and then hold: measured, queued at once, 400 prompts
-    # rose 1,192 → 1,277 MiB by the 40th prompt, stayed flat, and ended at 1,211; single before/after
-    # pairs over 200 prompts moved -2 to +126 MiB. So: the second half may add at most 6% (a leak of
-    # ~0.7 MiB a prompt fails it), and the whole run at most 20%.
-    assert rss_after - rss_half <= rss_first * 0.06, \
-        f"RSS kept growing: {rss_by_prompts} MiB after that many of {len(mix)} prompts (first {rss_first / 1024:.0f})"
+    # A leak grows with every prompt, so it shows in most 10-prompt steps of the second half.
+    # glibc's arenas grow in single steps while two threads allocate at once (the HTTP thread
+    # validating queued prompts, the worker running them) and then hold: measured, queued at once,
+    # 400 prompts rose 1,192 → 1,277 MiB by the 40th prompt, stayed flat, and ended at 1,211; single
+    # before/after pairs over 200 prompts moved -2 to +126 MiB, and one CI run stepped +113 MiB
+    # between the 100th and 150th prompt and then held (1,519 → 1,632 → 1,632). Read every 10
+    # prompts, the steps follow the training runs (with seed 5 the mix puts finetune.json at 127,
+    # 167, 168 and 182; measured: flat at 1,194 MiB to the 120th, +10 by the 130th, +18 by the
+    # 170th, flat to the end), whose autograd and optimizer buffers widen the arenas. A total over the
+    # second half cannot tell that step from a leak; the median of its ten steps can: steps like these
+    # leave it at 0, a leak of 0.25 MiB a prompt or more fails it. The whole run may add 20%.
+    assert growth_per_prompt <= LEAK_MIB_PER_PROMPT, \
+        f"RSS kept growing by {growth_per_prompt:.2f} MiB a prompt (median over the second half): " \
+        f"{rss_by_prompts} MiB after that many of {len(mix)} prompts (first {rss_first / 1024:.0f})"
     assert rss_after <= rss_first * 1.20, \
         f"RSS grew from {rss_first / 1024:.0f} MiB to {rss_after / 1024:.0f} MiB over {len(mix)} prompts"
     queue = comfy_server.queue_state()
