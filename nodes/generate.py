@@ -163,8 +163,9 @@ class STARDiffusionDecode(ComfyNode):
                 model_input(),
                 StarTokens.Input("tokens", tooltip="Tokens from STAR Stacked AR Sample (or STAR VQ Encode)."),
                 seed_input(tooltip="Seed of the diffusion noise."),
-                Int.Input("steps", default=12, min=0, max=500,
-                          tooltip="Denoising steps. 0: the model's default."),
+                Int.Input("steps", default=0, min=0, max=500,
+                          tooltip="Denoising steps. 0: the model's default (3 for the embedded star-shapes, "
+                                  "40 for STAR-3B and STAR-7B)."),
                 Int.Input("size", default=0, min=0, max=8192, step=8,
                           tooltip="Side of the square output in pixels: a multiple of the decoder's patch "
                                   "(8 for star-shapes, 16 for STAR-3B/7B). 0: the model's default."),
