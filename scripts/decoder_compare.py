@@ -50,7 +50,8 @@ def selection(models: list[str], n: int, seed: int, steps: int | None) -> None:
             star.defaults.diffusion_cfg = cfg
             start = time.time()
             result = decoder_roundtrip(star, n, seed, steps)
-            print(json.dumps({"model": path, "cfg": cfg, "steps": steps or star.defaults.diffusion_steps, **result, "seconds": round(time.time() - start)}), flush=True)
+            print(json.dumps({"model": path, "cfg": cfg, "steps": steps or star.defaults.diffusion_steps, **result,
+                              "seconds": round(time.time() - start)}), flush=True)
 
 
 def paired(models: list[str], n: int, seed: int, steps: int | None) -> None:
