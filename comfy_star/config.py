@@ -261,7 +261,8 @@ def _star_shapes():
         # cfg 2, temperature 1 (scripts/sampling_sweep.py --task edit, selection seed 777, 120 edits)
         # 3 decoder steps: runs/p8kY's diffusion decoder read back as many scenes as at 12 (240 scenes,
         # seed 555: 122 / 122 against 122 / 121 at cfg 1 / 2; selection seed 777: 58 / 58 against 51 / 51;
-        # 24 steps: 47 / 48), in 0.11 s an image against 0.39 (scripts/decoder_compare.py --steps)
+        # 24 steps: 47 / 48; scripts/decoder_compare.py --steps) in a quarter of the time (134 against
+        # 558 ms an image, benchmarks/diffusion_steps.py)
         sampling=SamplingConfig(cfg=2.0, temperature=1.0, top_k=64, top_p=1.0, edit_cfg=1.5, edit_temperature=0.25,
                                 diffusion_steps=3,
                                 diffusion_cfg=2.0, diffusion_image_cfg=1.0, diffusion_size=64,
