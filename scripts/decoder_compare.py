@@ -9,6 +9,7 @@ no stacked AR: each scene's render is VQ-encoded and its tokens decoded by the d
     python scripts/decoder_compare.py paired runs/A/... runs/B/...   # 240 scenes, seed 555: read back, pixel MSE, scenes only one read
     python scripts/decoder_compare.py eval runs/A/... runs/B/...     # eval's `decoders` section at --n 20 (seed 1234)
     python scripts/decoder_compare.py selection runs/A/... --steps 24  # any of them at another step count
+    # (without --steps each file decodes at its own default: 3 in the shipped file, 12 in older runs/)
 
 `selection` is `decoder_roundtrip(star, 120, 777)` with the decoder's cfg set to 1 and to 2; `eval`
 is what `python -m comfy_star eval --n 20` prints under `decoders` (the rest of eval does not read the
@@ -90,7 +91,8 @@ def main() -> None:
                         help="scenes (selection 120, paired 240) or eval's prompts per category (20)")
     parser.add_argument("--seed", type=int, default=None, help="default: selection 777, paired 555, eval 1234")
     parser.add_argument("--steps", type=int, default=None,
-                        help="the diffusion decoder's sampling steps (default: the model's, 12 for star-shapes)")
+                        help="the diffusion decoder's sampling steps (default: each file's own: 3 in the shipped "
+                             "star-shapes, 12 in files written before that default; pass it when comparing them)")
     args = parser.parse_args()
     n, seed = {"selection": (120, 777), "paired": (240, 555), "eval": (20, 1234)}[args.command]
     run = {"selection": selection, "paired": paired, "eval": eval_section}[args.command]
