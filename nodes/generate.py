@@ -73,7 +73,7 @@ class STARStackedARSample(ComfyNode):
                 seed_input(),
                 Float.Input("cfg", default=checks.MODEL_DEFAULT, min=-1.0, max=100.0, step=0.1,
                             tooltip=f"Classifier-free guidance: how strongly to follow the prompt (1: off). "
-                                    f"{DEFAULT_NOTE}, which for edits may differ (star-shapes: 2, edits 1.5)."),
+                                    f"{DEFAULT_NOTE}, which for edits may differ (star-shapes: 1.5 for both; STAR-3B/7B: 5)."),
                 Float.Input("temperature", default=checks.MODEL_DEFAULT, min=-1.0, max=10.0, step=0.05,
                             tooltip=f"Sampling temperature (0: always the likeliest token). {DEFAULT_NOTE}, which "
                                     f"for edits may differ: they copy most of the source, and a colder draw keeps "
