@@ -1,14 +1,9 @@
 """scripts/decoder_compare.py: the paired decoder read-back is seeded (a model compared with itself
 gets the same images, so no scene is read by "only one"), and the only-counts compare scene by scene."""
-import importlib.util
-from pathlib import Path
-
 from comfy_star import STAR
+from scripts_module import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "decoder_compare.py"
-_spec = importlib.util.spec_from_file_location("decoder_compare", SCRIPT)
-compare = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(compare)
+compare = load_script("decoder_compare")
 
 
 def test_paired_readback_is_seeded():

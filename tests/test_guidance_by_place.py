@@ -1,16 +1,12 @@
 """scripts/guidance_by_place.py: at one cfg everywhere it samples what the model's own sampler does
 (so its "2,2" row is the model's sampling), and it tells free places from places beside an object."""
-import importlib.util
-from pathlib import Path
 
 import torch
 
 from comfy_star import STAR
+from scripts_module import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "guidance_by_place.py"
-_spec = importlib.util.spec_from_file_location("guidance_by_place", SCRIPT)
-probe = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(probe)
+probe = load_script("guidance_by_place")
 
 
 def test_one_cfg_everywhere_samples_the_models_own_tokens():

@@ -1,20 +1,16 @@
 """scripts/rerank_probe.py: its judge is the base's captioning score, log p(caption | image), summed
 over the caption's tokens. Checked against the base's own loss, and on what the training log reports:
 in its own describe() wording the shipped base picks each caption's render out of the others."""
-import importlib.util
 import random
-from pathlib import Path
 
 import torch
 
 from comfy_star import STAR, data
 from comfy_star.data.qa import describe
 from comfy_star.train.stage0_vlm import build_batch
+from scripts_module import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "rerank_probe.py"
-_spec = importlib.util.spec_from_file_location("rerank_probe", SCRIPT)
-probe = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(probe)
+probe = load_script("rerank_probe")
 
 
 def test_the_judge_is_the_caption_log_likelihood_and_finds_each_scenes_description():

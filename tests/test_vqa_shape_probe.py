@@ -1,14 +1,10 @@
 """scripts/vqa_shape_probe.py: tuning the vision tower alone leaves the language model, and so every
 text-only row (text-to-image), bit for bit as it was; `--vision FILE` loads the tuned tower back."""
-import importlib.util
-from pathlib import Path
 
 import torch
+from scripts_module import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "vqa_shape_probe.py"
-_spec = importlib.util.spec_from_file_location("vqa_shape_probe", SCRIPT)
-probe = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(probe)
+probe = load_script("vqa_shape_probe")
 
 
 def test_tune_vision_changes_the_vision_tower_alone(tmp_path):
