@@ -6,7 +6,8 @@
 Each setting is "FREE,IN": the cfg at a free place (the token's left and upper neighbours, where it has
 them, are the background code, taken as the image's first token: an object may start here, and only the
 prompt can say which) and the cfg everywhere else (inside or beside an object, where the neighbours
-already say most of it). "2,2" is the model's own sampling. Prints the strict ShapesEval score per
+already say most of it). "C,C" is the model's own sampling at cfg C (star-shapes' default is 1.5;
+the training log's baseline is 2,2, the default when this was measured). Prints the strict ShapesEval score per
 category and overall for each setting, on held-out phrasings, one JSON line each. Runs the reference
 (transformers) decode loop, whose tokens the fast samplers match for the same seed.
 """
