@@ -4,7 +4,7 @@
 # data seeds and warm starts: the same recipe step for step, though not the same bits (float sums round
 # differently with the thread count and the CPU, and hundreds of steps amplify that).
 #
-#   bash scripts/reproduce_star_shapes.sh             # ≈ 16 h 52 min on a 2-core CPU (the recorded runs: 16 h 45 min of training)
+#   bash scripts/reproduce_star_shapes.sh             # ≈ 18 h 07 min on a 2-core CPU (the recorded runs: 18 h 00 min of training)
 #   OUT=runs/mine bash scripts/reproduce_star_shapes.sh
 #   QUICK=1 bash scripts/reproduce_star_shapes.sh     # 2 steps a stage: checks the chain runs (≈ 7 min)
 #
@@ -84,8 +84,9 @@ decoder p8kV p8kW 18 1200
 decoder p8kW p8kX 19 1400
 decoder p8kX p8kY 20 600 --batch 64  # twice the batch: 600 x 64 samples
 
-# 5. one more stage 4 (half edits) on the finished model: its stack, with the decoder of p8kY
+# 5. two more stage 4 runs (half edits) on the finished model: its stack, with the decoder of p8kY
 edit p8kY  p9A     31 32 0.5  2000
+edit p9A   p9B     32 32 0.5  2000
 
-echo "reproduced: $OUT/p9A/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
-echo "compare:    python -m comfy_star eval --model $OUT/p9A/star-shapes.safetensors --n 20"
+echo "reproduced: $OUT/p9B/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
+echo "compare:    python -m comfy_star eval --model $OUT/p9B/star-shapes.safetensors --n 20"
