@@ -572,19 +572,22 @@ def test_edits_at_minus_one_take_the_models_edit_defaults(model):
     src_image, _ = shapes_image(1)
     src = run("STARVQEncode", model=model, image=src_image)[0]
     edit = dict(prompt="make the circle green", seed=3, source_tokens=src, top_k=-1, top_p=-1)
-    d = model.defaults
-    at_default = sample(model, cfg=-1, temperature=-1, **edit)
-    assert d.edit_cfg is not None and d.edit_temperature is not None
-    assert torch.equal(at_default.ids, sample(model, cfg=d.edit_cfg, temperature=d.edit_temperature, **edit).ids)
-    assert not torch.equal(at_default.ids, sample(model, cfg=d.cfg, temperature=d.temperature, **edit).ids)
-    # a model with no edit defaults (the authors' configs) edits at its text-to-image ones
     saved = model.config.sampling
-    model.config.sampling = dataclasses.replace(saved, edit_cfg=None, edit_temperature=None)
+    assert saved.edit_cfg is not None and saved.edit_temperature is not None
+    # a hot text-to-image temperature, so that sampling at the text-to-image defaults by mistake
+    # shows in the tokens (at the shipped 1.0 a confident model can draw the same edit either way)
+    model.config.sampling = dataclasses.replace(saved, temperature=5.0)
     try:
+        d = model.defaults
+        at_default = sample(model, cfg=-1, temperature=-1, **edit)
+        assert torch.equal(at_default.ids, sample(model, cfg=d.edit_cfg, temperature=d.edit_temperature, **edit).ids)
+        assert not torch.equal(at_default.ids, sample(model, cfg=d.cfg, temperature=d.temperature, **edit).ids)
+        # a model with no edit defaults (the authors' configs) edits at its text-to-image ones
+        model.config.sampling = dataclasses.replace(saved, temperature=5.0, edit_cfg=None, edit_temperature=None)
         plain = sample(model, cfg=-1, temperature=-1, **edit)
+        assert torch.equal(plain.ids, sample(model, cfg=d.cfg, temperature=d.temperature, **edit).ids)
     finally:
         model.config.sampling = saved
-    assert torch.equal(plain.ids, sample(model, cfg=d.cfg, temperature=d.temperature, **edit).ids)
 
 
 def test_edit_batch_mismatch_is_refused(model):
