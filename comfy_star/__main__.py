@@ -66,6 +66,9 @@ def main(argv=None):
                         "(the release's) or 'nearest' (each cell its own token's code) (default: --start-from's, "
                         "else the preset's)")
     t.add_argument("--edit-fraction", type=float, default=0.5, help="all: stage 4's share of edit rows")
+    t.add_argument("--category-weights", default="", metavar="NAME=W[,NAME=W]",
+                   help="all: how often stage 4 draws each ShapesEval category's captions, e.g. "
+                        "two_objects=2,position=2,color_attr=2 (a category left out weighs 1)")
     t.add_argument("--model", default=None, help="finetune: the checkpoint to start from (default: embedded)")
     t.add_argument("--data", default=None, help="finetune: a caption folder (image + same-named .txt)")
     t.add_argument("--steps", type=int, default=None,
@@ -103,12 +106,19 @@ def main(argv=None):
         p.error(f"--edit-fraction must be between 0 and 1 (got {a.edit_fraction})")
     if getattr(a, "steps", None) is not None and a.steps < 1:
         p.error(f"--steps must be at least 1 (got {a.steps})")
+    weights = {}
+    if a.cmd == "train":
+        from .data.captions import parse_category_weights
+        try:
+            weights = parse_category_weights(a.category_weights)
+        except ValueError as e:
+            p.error(f"--category-weights: {e}")
     if a.cmd == "train" and a.stage == "all":
         from .pipeline import DEFAULT_CHECKPOINT
         from .train.recipe import Schedule, train_shapes
         train_shapes(a.out, Schedule(batch=a.batch, scale=a.scale, lr_scale=a.lr_scale, warmup=a.warmup,
                                      onset_weight=a.onset_weight, fixed=a.steps or 0,
-                                     edit_fraction=a.edit_fraction),
+                                     edit_fraction=a.edit_fraction, category_weights=weights),
                      device=a.device, seed=a.seed, workers=a.workers,
                      stages=tuple(a.stages.split(",")), seconds=a.seconds,
                      start_from=DEFAULT_CHECKPOINT if a.start_from == "embedded" else a.start_from,

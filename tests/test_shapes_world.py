@@ -156,6 +156,33 @@ def test_held_out_phrasings_never_appear_in_training():
     assert all(p["category"] in captions.CATEGORIES for p in data.eval_prompts(0, 3))
 
 
+def test_category_weights_shift_the_draw_and_no_weights_keep_the_recorded_one():
+    """Stage 4 can draw the categories that need two things told apart more often; without weights
+    (or with empty ones) the draw is the one every recorded run made, seed for seed."""
+    for seed in range(20):
+        plain, empty = random.Random(seed), random.Random(seed)
+        assert captions.random_caption(plain)[:2] == captions.random_caption(empty, category_weights={})[:2]
+    rng = random.Random(7)
+    weights = {"two_objects": 3, "position": 0}
+    drawn = Counter(captions.random_caption(rng, category_weights=weights)[1] for _ in range(2000))
+    assert "position" not in drawn
+    assert drawn["two_objects"] > 2 * drawn["single_object"] > 0  # 3:1 expected
+    rng = random.Random(8)
+    t2i = Counter(data.sample_t2i(rng, size=32, category_weights={"colors": 0})[2] for _ in range(300))
+    assert "colors" not in t2i and "describe" in t2i
+
+
+@pytest.mark.parametrize("text, problem", [("two_objects", "NAME=WEIGHT"), ("circle=2", "NAME=WEIGHT"),
+                                           ("position=lots", "not a number"), ("position=-1", "0 or more"),
+                                           ("position=nan", "0 or more"),
+                                           (",".join(f"{c}=0" for c in captions.CATEGORIES), "no category")])
+def test_bad_category_weights_are_named(text, problem):
+    with pytest.raises(ValueError, match=problem):
+        captions.parse_category_weights(text)
+    assert captions.parse_category_weights(" two_objects=2, position=1.5 ,") == {"two_objects": 2.0, "position": 1.5}
+    assert captions.parse_category_weights("") == {}
+
+
 def test_filler_words_name_nothing_and_are_never_held_out_words():
     """The neutral words put around training captions teach the stack to find the content anywhere;
     they must not name anything in the Shapes world, nor leak a word only held-out phrasings use."""

@@ -167,11 +167,33 @@ def caption_phrasings(held_out: bool) -> set[str]:
     return {t for bank in banks for t in bank[split]}
 
 
-def random_caption(rng: random.Random, category: str | None = None, held_out: bool = False):
-    """(caption, category, spec, scene): a training (or held-out) pair, the category even."""
-    category = category or rng.choice(CATEGORIES)
+def random_caption(rng: random.Random, category: str | None = None, held_out: bool = False,
+                   category_weights: dict[str, float] | None = None):
+    """(caption, category, spec, scene): a training (or held-out) pair; the category drawn evenly, or
+    in proportion to category_weights (name → weight, 1 for a category it leaves out)."""
+    if category is None and category_weights:
+        category = rng.choices(CATEGORIES, [category_weights.get(c, 1.0) for c in CATEGORIES])[0]
+    category = category or rng.choice(CATEGORIES)  # no weights: the draw every recorded run made
     spec = random_spec(category, rng)
     return caption_from_spec(spec, rng, held_out), category, spec, scene_from_spec(spec, rng)
+
+
+def parse_category_weights(text: str) -> dict[str, float]:
+    """"two_objects=2,position=2" → {"two_objects": 2.0, "position": 2.0}; "" → {}. Names the bad part."""
+    weights = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, eq, value = part.partition("=")
+        if not eq or name.strip() not in CATEGORIES:
+            raise ValueError(f"category weight {part!r}: expected NAME=WEIGHT with NAME one of {CATEGORIES}")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"category weight {part!r}: {value!r} is not a number") from None
+        if not weights[name.strip()] >= 0:
+            raise ValueError(f"category weight {part!r}: the weight must be 0 or more")
+    if weights and not any(weights.get(c, 1.0) > 0 for c in CATEGORIES):
+        raise ValueError(f"category weights {text!r} leave no category to draw")
+    return weights
 
 
 def eval_prompts(seed: int, n_per_category: int, held_out: bool = False) -> list[dict]:
