@@ -69,6 +69,9 @@ def main(argv=None):
     t.add_argument("--category-weights", default="", metavar="NAME=W[,NAME=W]",
                    help="all: how often stage 4 draws each ShapesEval category's captions, e.g. "
                         "two_objects=2,position=2,color_attr=2 (a category left out weighs 1)")
+    t.add_argument("--varied-phrasings", action="store_true",
+                   help="all: stage 4's captions also use more training phrasings (captions.VARIED); the "
+                        "held-out ones ShapesEval asks with stay unseen")
     t.add_argument("--model", default=None, help="finetune: the checkpoint to start from (default: embedded)")
     t.add_argument("--data", default=None, help="finetune: a caption folder (image + same-named .txt)")
     t.add_argument("--steps", type=int, default=None,
@@ -118,7 +121,8 @@ def main(argv=None):
         from .train.recipe import Schedule, train_shapes
         train_shapes(a.out, Schedule(batch=a.batch, scale=a.scale, lr_scale=a.lr_scale, warmup=a.warmup,
                                      onset_weight=a.onset_weight, fixed=a.steps or 0,
-                                     edit_fraction=a.edit_fraction, category_weights=weights),
+                                     edit_fraction=a.edit_fraction, category_weights=weights,
+                                     varied_phrasings=a.varied_phrasings),
                      device=a.device, seed=a.seed, workers=a.workers,
                      stages=tuple(a.stages.split(",")), seconds=a.seconds,
                      start_from=DEFAULT_CHECKPOINT if a.start_from == "embedded" else a.start_from,

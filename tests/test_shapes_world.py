@@ -172,6 +172,38 @@ def test_category_weights_shift_the_draw_and_no_weights_keep_the_recorded_one():
     assert "colors" not in t2i and "describe" in t2i
 
 
+
+def test_varied_phrasings_are_drawn_only_when_asked_and_never_use_held_out_wording():
+    """`--varied-phrasings` gives stage 4 more training wording; ShapesEval's held-out prompts must stay
+    unseen: no template shared, no word that only held-out phrasings use, and each caption still
+    names every kind, colour and count its spec promises."""
+    words = lambda texts: {w for t in texts for w in re.findall(r"(?<!{)\b[a-z]+\b(?![^{]*})", t)}
+    held_out = captions.caption_phrasings(True) | knowledge.knowledge_phrasings(True)
+    training = captions.caption_phrasings(False) | knowledge.knowledge_phrasings(False)
+    varied = captions.caption_phrasings(False, varied=True) - training
+    assert len(varied) >= 40 and not varied & held_out
+    held_out_only = words(held_out) - words(training)
+    assert {"please", "just", "together", "all", "group"} <= held_out_only  # the regex reads the templates
+    assert not words(varied) & held_out_only, words(varied) & held_out_only
+    new_words = words(varied) - words(training)  # e.g. "sketch", "lone", "precisely", "beneath"
+    uses_new = lambda caption: bool(set(re.findall(r"[a-z]+", caption)) & new_words)
+    plain = [captions.random_caption(random.Random(i))[0] for i in range(1000)]
+    assert not any(map(uses_new, plain))
+    rng = random.Random(9)
+    drawn = [captions.random_caption(rng, varied=True) for _ in range(1000)]
+    assert 0.3 < sum(uses_new(c) for c, *_ in drawn) / len(drawn) < 0.9
+    for caption, _, spec, _ in drawn:
+        said = set(re.findall(r"[a-z0-9]+", caption))
+        for o in spec["objects"]:
+            assert {o["kind"] or "shape", (o["kind"] or "shape") + "s"} & said, (caption, spec)
+            assert o["color"] is None or o["color"] in said, (caption, spec)
+            if o["count"] > 1:
+                assert {captions.NUMBERS[o["count"]], str(o["count"])} & said, (caption, spec)
+    held = [p["prompt"] for p in data.eval_prompts(0, 50, held_out=True)]
+    assert not {c for c, *_ in drawn} & set(held)
+    rng = random.Random(10)
+    assert any(uses_new(data.sample_t2i(rng, size=32, varied=True)[0]) for _ in range(50))
+
 @pytest.mark.parametrize("text, problem", [("two_objects", "NAME=WEIGHT"), ("circle=2", "NAME=WEIGHT"),
                                            ("position=lots", "not a number"), ("position=-1", "0 or more"),
                                            ("position=nan", "0 or more"),
