@@ -154,7 +154,7 @@ def scene_from_spec(spec: dict, rng: random.Random) -> Scene:
 def caption_from_spec(spec: dict, rng: random.Random, held_out: bool = False, varied: bool = False) -> str:
     """A caption promising exactly the spec; held_out draws from the held-out phrasings, varied (training
     captions only) from the training phrasings and VARIED's together."""
-    more = (lambda name: VARIED[name]) if varied and not held_out else (lambda name: [])
+    more = lambda name: VARIED[name] if varied and not held_out else []
     nps = [noun_phrase(o, rng, held_out, varied) for o in spec["objects"]]
     if spec.get("relation"):
         rel = spec["relation"]
