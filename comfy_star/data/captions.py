@@ -55,6 +55,8 @@ MANY_COLORED = (["{n} {c} {ks}", "exactly {n} {c} {ks}", "{d} {c} {ks}"], ["{n} 
 # --varied-phrasings`): failure_probe.py measured held-out wording worth 0.29 strict against 0.43 for
 # training wording, and more ways of saying the same thing is the usual cure for that gap. Keyed by bank;
 # no template equals a held-out one and no word in them is one only held-out phrasings use (tests check).
+# Tried once (runs/p9F): the held-out prompts grew worth more teacher-forced, but sampled the gap stayed
+# (training log § More training wording in stage 4), so the shipped model was trained without them.
 VARIED = {
     "wrappers": ["sketch {x}", "illustrate {x}", "an illustration of {x}", "a scene with {x}", "a scene of {x}",
                  "a graphic of {x}", "an artwork of {x}", "a diagram of {x}", "a canvas with {x}",
