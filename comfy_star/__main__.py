@@ -72,6 +72,9 @@ def main(argv=None):
     t.add_argument("--varied-phrasings", action="store_true",
                    help="all: stage 4's captions also use more training phrasings (captions.VARIED); the "
                         "held-out ones ShapesEval asks with stay unseen")
+    t.add_argument("--raster-order", action="store_true",
+                   help="all: stage 4's captions of two objects with no relation name them in the order "
+                        "row-by-row generation meets them (the first shape drawn is the first one named)")
     t.add_argument("--model", default=None, help="finetune: the checkpoint to start from (default: embedded)")
     t.add_argument("--data", default=None, help="finetune: a caption folder (image + same-named .txt)")
     t.add_argument("--steps", type=int, default=None,
@@ -122,7 +125,7 @@ def main(argv=None):
         train_shapes(a.out, Schedule(batch=a.batch, scale=a.scale, lr_scale=a.lr_scale, warmup=a.warmup,
                                      onset_weight=a.onset_weight, fixed=a.steps or 0,
                                      edit_fraction=a.edit_fraction, category_weights=weights,
-                                     varied_phrasings=a.varied_phrasings),
+                                     varied_phrasings=a.varied_phrasings, raster_order=a.raster_order),
                      device=a.device, seed=a.seed, workers=a.workers,
                      stages=tuple(a.stages.split(",")), seconds=a.seconds,
                      start_from=DEFAULT_CHECKPOINT if a.start_from == "embedded" else a.start_from,

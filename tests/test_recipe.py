@@ -129,18 +129,19 @@ def test_steps_replays_a_recorded_step_count(tmp_path):
 
 
 def test_category_weights_reach_stage_4s_batches_and_a_bad_one_is_refused(tmp_path, monkeypatch):
-    """`train all --category-weights two_objects=3 --varied-phrasings` makes stage 4 draw its captions by
-    those weights, in the varied wording; a weight it cannot read stops the command before anything is
-    written."""
+    """`train all --category-weights two_objects=3 --varied-phrasings --raster-order` makes stage 4 draw its
+    captions by those weights, in the varied wording, pairs named in drawing order; a weight it cannot read
+    stops the command before anything is written."""
     from comfy_star.__main__ import main
     from comfy_star.train import stage2_ar
     seen, make = [], stage2_ar.make_batch_fn
     monkeypatch.setattr(stage2_ar, "make_batch_fn", lambda *a, **k: seen.append(k) or make(*a, **k))
     main(["train", "all", "--out", str(tmp_path / "a"), "--start-from", "embedded", "--stages", "stage4,final",
           "--batch", "2", "--device", "cpu", "--steps", "1", "--category-weights", "two_objects=3,position=0",
-          "--varied-phrasings"])
-    assert {"category_weights": {"two_objects": 3.0, "position": 0.0}, "varied_phrasings": True} in [
-        {n: k.get(n) for n in ("category_weights", "varied_phrasings")} for k in seen]
+          "--varied-phrasings", "--raster-order"])
+    names = ("category_weights", "varied_phrasings", "raster_order")
+    assert {"category_weights": {"two_objects": 3.0, "position": 0.0}, "varied_phrasings": True,
+            "raster_order": True} in [{n: k.get(n) for n in names} for k in seen]
     assert (tmp_path / "a" / "star-shapes.safetensors").exists()
     with pytest.raises(SystemExit):  # argparse's error names the bad part: "'circle=2': expected NAME=WEIGHT ..."
         main(["train", "all", "--out", str(tmp_path / "b"), "--category-weights", "circle=2"])

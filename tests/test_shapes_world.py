@@ -204,6 +204,44 @@ def test_varied_phrasings_are_drawn_only_when_asked_and_never_use_held_out_wordi
     rng = random.Random(10)
     assert any(uses_new(data.sample_t2i(rng, size=32, varied=True)[0]) for _ in range(50))
 
+def test_first_token_follows_raster_order_over_the_token_grid():
+    """Row by row over an 8 × 8 grid of 8 px tokens: a shape reaching a higher token row comes first, even
+    if its centre is lower; in one token row, the one further left; a triangle starts at its apex."""
+    high_small = Shape("circle", "red", 0.8, 0.30, 0.10)   # top at 0.20 → token row 1
+    low_big = Shape("square", "red", 0.2, 0.35, 0.17)      # top at 0.18 → token row 1, further left
+    lower = Shape("square", "red", 0.2, 0.60, 0.10)        # top at 0.50 → token row 4
+    assert shapes.first_token(low_big) < shapes.first_token(high_small) < shapes.first_token(lower)
+    assert shapes.first_token(low_big)[0] == 8 * 1 + 0
+    apex = shapes.first_token(Shape("triangle", "red", 0.56, 0.5, 0.15))  # apex at (0.56, 0.35): row 2, column 4
+    assert apex[0] == 8 * 2 + 4
+
+
+def test_raster_order_names_a_pairs_first_drawn_object_first_and_changes_nothing_else():
+    """`--raster-order`: a caption of two objects with no relation names first the one raster-order
+    generation meets first; without the flag, either order; the scene still meets the spec, and
+    specs of one object, of counts, or with a relation are left as drawn."""
+    first_named_first = lambda spec, scene: detector._fits(min(scene.shapes, key=shapes.first_token),
+                                                           spec["objects"][0])
+    for flag, low, high in ((True, 1.0, 1.0), (False, 0.3, 0.7)):
+        rng, pairs = random.Random(11), []
+        for _ in range(400):
+            caption, category, spec, scene = captions.random_caption(rng, raster_order=flag)
+            assert detector.matches_spec(scene, spec), (caption, spec, scene)
+            if category in ("two_objects", "color_attr"):
+                pairs.append(first_named_first(spec, scene))
+        assert len(pairs) > 80 and low <= sum(pairs) / len(pairs) <= high
+    rng = random.Random(12)
+    for category in ("single_object", "counting", "position"):
+        spec = captions.random_spec(category, rng)
+        assert captions.in_raster_order(spec, captions.scene_from_spec(spec, rng)) is spec
+    spec = {"objects": [captions.obj("circle"), captions.obj("square")], "relation": None, "background": None}
+    scene = Scene([Shape("square", "red", 0.5, 0.2, 0.1), Shape("circle", "blue", 0.5, 0.7, 0.1)])
+    assert [o["kind"] for o in captions.in_raster_order(spec, scene)["objects"]] == ["square", "circle"]
+    rng = random.Random(13)
+    pair_first = lambda c: c[2] in ("two_objects", "color_attr")
+    assert [c for c in (data.sample_t2i(rng, size=32, raster_order=True) for _ in range(60)) if pair_first(c)]
+
+
 @pytest.mark.parametrize("text, problem", [("two_objects", "NAME=WEIGHT"), ("circle=2", "NAME=WEIGHT"),
                                            ("position=lots", "not a number"), ("position=-1", "0 or more"),
                                            ("position=nan", "0 or more"),

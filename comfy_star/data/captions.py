@@ -15,7 +15,8 @@ from __future__ import annotations
 import random
 
 from .qa import describe
-from .shapes import BACKGROUNDS, COLORS, RELATIONS, SHAPES, Scene, article, is_clear, name_of, place, relation
+from .shapes import (BACKGROUNDS, COLORS, RELATIONS, SHAPES, Scene, article, first_token, is_clear, name_of, place,
+                     relation)
 
 CATEGORIES = ("single_object", "two_objects", "counting", "colors", "position", "color_attr")
 NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four"}
@@ -203,15 +204,40 @@ def caption_phrasings(held_out: bool, varied: bool = False) -> set[str]:
 
 
 def random_caption(rng: random.Random, category: str | None = None, held_out: bool = False,
-                   category_weights: dict[str, float] | None = None, varied: bool = False):
+                   category_weights: dict[str, float] | None = None, varied: bool = False,
+                   raster_order: bool = False):
     """(caption, category, spec, scene): a training (or held-out) pair; the category drawn evenly, or
     in proportion to category_weights (name → weight, 1 for a category it leaves out); varied: a
-    training caption may use VARIED's phrasings too."""
+    training caption may use VARIED's phrasings too; raster_order: see in_raster_order."""
     if category is None and category_weights:
         category = rng.choices(CATEGORIES, [category_weights.get(c, 1.0) for c in CATEGORIES])[0]
     category = category or rng.choice(CATEGORIES)  # no weights: the draw every recorded run made
     spec = random_spec(category, rng)
+    if raster_order:  # the scene first, then the caption names its objects in the order they are drawn
+        scene = scene_from_spec(spec, rng)
+        spec = in_raster_order(spec, scene)
+        return caption_from_spec(spec, rng, held_out, varied), category, spec, scene
     return caption_from_spec(spec, rng, held_out, varied), category, spec, scene_from_spec(spec, rng)
+
+
+def in_raster_order(spec: dict, scene: Scene) -> dict:
+    """The spec of a pair with no relation ("a circle and a square", "a red circle and a blue one"), its
+    two objects named in the order raster-order generation meets their shapes; other specs unchanged.
+
+    A caption with two objects names them in either order, and the stack, drawing row by row, has to
+    choose which one to start with and then remember to draw the other; the ShapesEval failure is the
+    first one's kind copied to the second (docs/star-shapes-training.md, § Where ShapesEval fails). In
+    raster order, the first shape met is always the first one named, a rule it can learn by position.
+    A relation fixes the order its own way ("a circle below a square"), so those specs stay as they are.
+    """
+    objects = spec["objects"]
+    if spec.get("relation") or len(objects) != 2 or any(o.get("count", 1) != 1 for o in objects):
+        return spec
+    matches = lambda o, s: o["kind"] in (None, s.kind) and o["color"] in (None, s.color)
+    first = min(scene.shapes, key=first_token)
+    if matches(objects[0], first) and matches(objects[1], first):
+        raise ValueError(f"{spec} names two objects that one shape can be; random_spec never draws such a pair")
+    return spec if matches(objects[0], first) else {**spec, "objects": objects[::-1]}
 
 
 def parse_category_weights(text: str) -> dict[str, float]:

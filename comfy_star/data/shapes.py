@@ -139,6 +139,15 @@ def is_clear(a: Shape, b: Shape) -> bool:
     return main >= a.size + b.size and main >= 2 * other
 
 
+def first_token(shape: Shape, cells: int = 8) -> tuple[int, int]:
+    """Where raster-order generation over a cells × cells token grid first meets the shape: (token index,
+    pixel index) of its first pixel at 64 px, the token read row by row, the pixel breaking ties."""
+    size = 64
+    ys, xs = np.nonzero(shape_mask(shape, size))
+    cell = size // cells
+    return min(zip(((ys // cell) * cells + xs // cell).tolist(), (ys * size + xs).tolist()))
+
+
 def region(shape: Shape) -> str:
     """Which cell of a 3×3 grid holds the centre: "top-left", "top", ..., "center", ..."""
     row = ("top", "", "bottom")[min(int(shape.y * 3), 2)]

@@ -17,14 +17,16 @@ P_FACT = 0.25      # share of knowledge examples that ask one fact on its own
 
 def sample_t2i(rng: random.Random, size: int = 64,
                category_weights: dict[str, float] | None = None,
-               varied: bool = False) -> tuple[str, Image.Image, str]:
+               varied: bool = False, raster_order: bool = False) -> tuple[str, Image.Image, str]:
     """(caption, image, category): the six GenEval categories evenly (or by category_weights, see
-    captions.random_caption; varied: with captions.VARIED's phrasings too), sometimes a full
+    captions.random_caption; varied: with captions.VARIED's phrasings too; raster_order: a pair's two
+    objects named in the order they are drawn, captions.in_raster_order), sometimes a full
     description; half of the captions with neutral words around them (captions.with_filler)."""
     if rng.random() < P_DESCRIBE:
         scene = random_scene(rng)
         return with_filler(describe(scene), rng), render(scene, size), "describe"
-    caption, category, _, scene = random_caption(rng, category_weights=category_weights, varied=varied)
+    caption, category, _, scene = random_caption(rng, category_weights=category_weights, varied=varied,
+                                                 raster_order=raster_order)
     return with_filler(caption, rng), render(scene, size), category
 
 

@@ -52,6 +52,7 @@ class Schedule:
     edit_fraction: float = 0.5  # stage 4: the share of a batch's rows that are edits
     category_weights: dict = field(default_factory=dict)  # stage 4: caption categories' draw weights (1 each)
     varied_phrasings: bool = False  # stage 4: captions.VARIED's phrasings drawn beside the usual ones
+    raster_order: bool = False  # stage 4: a pair's objects named in drawing order (captions.in_raster_order)
 
     def steps(self, name):
         if self.fixed:
@@ -347,7 +348,7 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
     elif {"stage4", "final"} & set(stages):
         mb4 = stage2_ar.make_batch_fn(parts.image_proc, cfg.image_size, B, seed + 2,
                                       edit_fraction=sched.edit_fraction, category_weights=sched.category_weights,
-                                      varied_phrasings=sched.varied_phrasings)
+                                      varied_phrasings=sched.varied_phrasings, raster_order=sched.raster_order)
         loss4 = lambda m, b: stage2_ar.ar_loss(m, parts, to_device(b, device), device, sched.onset_weight)
         run_stage(out, "stage4", parts.ar, mb4, loss4, sched.steps("stage4"), B, 3e-4, seed, workers,
                   run="stage4" in stages, seconds=seconds, samples=lambda path: sample_strip(parts, path), **tune)
