@@ -10,7 +10,8 @@ the prompt asked for: what unseen wording costs, and what is left to miss with t
 `two-kinds`: prompts asking for two shapes of different kinds (two_objects specs, no background),
 each image put in one bin: both kinds right ("ok"), two shapes of one kind ("same_kind_twice"), one
 of the two kinds among what was drawn ("one_right"), or anything else ("other": neither kind, or both
-among extra shapes).
+among extra shapes); and, of the images in "ok", how many drew the first-named kind first in raster
+order ("ok_named_first"; about half unless the stack learnt an order, as `train all --raster-order` asks).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch
 
 from comfy_star import STAR, data
 from comfy_star.data import detector
+from comfy_star.data.shapes import first_token
 
 BINS = ("ok", "same_kind_twice", "one_right", "other")
 
@@ -41,8 +43,11 @@ def two_kinds(star, n: int, seed: int = 5, held_out: bool = False) -> Counter:
         spec = data.captions.random_spec("two_objects", rng)
         spec["background"] = None
         prompt = data.captions.caption_from_spec(spec, rng, held_out)
-        got = [s.kind for s in detector.detect(star.generate(prompt, seed=i)[0]).shapes]
-        bins[two_kinds_bin([o["kind"] for o in spec["objects"]], got)] += 1
+        found = detector.detect(star.generate(prompt, seed=i)[0]).shapes
+        bin_ = two_kinds_bin([o["kind"] for o in spec["objects"]], [s.kind for s in found])
+        bins[bin_] += 1
+        if bin_ == "ok":
+            bins["ok_named_first"] += min(found, key=first_token).kind == spec["objects"][0]["kind"]
     return bins
 
 
@@ -71,7 +76,7 @@ def main():
         name = model or "embedded"
         if a.probe == "two-kinds":
             bins = two_kinds(star, a.n, 5 if a.seed is None else a.seed, a.held_out)
-            print(name, " ".join(f"{b} {bins[b]}" for b in BINS))
+            print(name, " ".join(f"{b} {bins[b]}" for b in (*BINS, "ok_named_first")))
             continue
         for held_out in (True, False):
             scores, drawn = phrasing(star, a.n, 99 if a.seed is None else a.seed, held_out)
