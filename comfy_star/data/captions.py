@@ -229,6 +229,9 @@ def in_raster_order(spec: dict, scene: Scene) -> dict:
     first one's kind copied to the second (docs/star-shapes-training.md, § Where ShapesEval fails). In
     raster order, the first shape met is always the first one named, a rule it can learn by position.
     A relation fixes the order its own way ("a circle below a square"), so those specs stay as they are.
+    Measured once (`runs/p9G`, 2,000 CPU steps of stage 4): the order was partly learnt, the binding not
+    (both kinds right 36 of 120 against 30, within noise); the log's § Pairs named in the order they
+    are drawn.
     """
     objects = spec["objects"]
     if spec.get("relation") or len(objects) != 2 or any(o.get("count", 1) != 1 for o in objects):
