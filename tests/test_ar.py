@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from comfy_star.ar.model import StackedAR, build_base
+from comfy_star.ar.model import StackedAR, build_base, cache_argument
 from comfy_star.ar.prompts import edit_rows, t2i_rows, uncond_row, chat_row
 from comfy_star.ar.sampler import SampleParams, generate, guide, logits_processors, pick
 from comfy_star.ar.sequence import Codes, Text, assemble
@@ -83,6 +83,20 @@ def test_kv_cache_matches_full_recompute(tiny):
             logits = model(b.embeds, b.position_ids, b.attention_mask)[:, -1].float()
         slow.append(guide(logits, params.cfg, 2).argmax(-1))
     assert torch.equal(torch.stack(slow, 1), ids)
+
+
+def test_the_kv_cache_is_passed_by_the_name_this_transformers_reads(tiny):
+    """transformers 5.x renamed forward's `past_key_values` to `cache`; the old name warns and goes in
+    5.40, inside our `<6` bound. The cached path must use whichever name the installed release reads."""
+    import inspect
+    import warnings
+    model, codebook, chat = tiny
+    for module in (model.base_text, model.stack):
+        assert cache_argument(module) in inspect.signature(type(module).forward).parameters
+    batch = assemble(model, t2i_rows(chat, ["a red circle"]), codebook)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*past_key_values.*")
+        generate(model, batch, codebook, 3, SampleParams(temperature=0))
 
 
 def test_cfg_one_is_the_conditional_path(tiny):

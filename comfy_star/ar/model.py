@@ -10,6 +10,8 @@ The base is frozen and never changed: gradients flow *through* it to the adapter
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 
 import torch
 import torch.nn as nn
@@ -110,9 +112,9 @@ class StackedAR(nn.Module):
         """(B, L, D) embeddings → (B, L, D) stack output. Caches are updated in place."""
         use_cache = base_cache is not None
         h = self.base_text(inputs_embeds=embeds, position_ids=position_ids, attention_mask=attention_mask,
-                           past_key_values=base_cache, use_cache=use_cache).last_hidden_state
+                           use_cache=use_cache, **{cache_argument(self.base_text): base_cache}).last_hidden_state
         return self.stack(inputs_embeds=h, position_ids=position_ids, attention_mask=attention_mask,
-                          past_key_values=stack_cache, use_cache=use_cache).last_hidden_state
+                          use_cache=use_cache, **{cache_argument(self.stack): stack_cache}).last_hidden_state
 
     def forward(self, embeds, position_ids, attention_mask=None):
         """Teacher-forced logits over the codebook, (B, L, K)."""
@@ -125,6 +127,17 @@ class StackedAR(nn.Module):
 
     def trainable_parameters(self):
         return [p for n, p in self.named_parameters() if not n.startswith("base.")]
+
+
+@functools.cache
+def _cache_argument(module_type: type) -> str:
+    return "cache" if "cache" in inspect.signature(module_type.forward).parameters else "past_key_values"
+
+
+def cache_argument(module: nn.Module) -> str:
+    """The name of forward's KV-cache argument: `cache` in the transformers releases that renamed it,
+    where `past_key_values` warns and goes in 5.40; `past_key_values` in the 5.x releases before."""
+    return _cache_argument(type(module))
 
 
 def copy_last_layers(base_text: Qwen2_5_VLTextModel, stack: Qwen2_5_VLTextModel) -> None:
