@@ -83,7 +83,7 @@ def two_pass(ar, batch: Batch, codebook, n, params, gen):
         if i + 1 == n:
             break
         vec = codebook[ids]
-        logits = [decode_one_token(ar, vec, h.next_position + i, None, c) for h, c in zip(halves, caches)]
+        logits = [decode_one_token(ar, vec, h.next_position + i, None, c, i) for h, c in zip(halves, caches)]
     return torch.stack(out, 1)
 
 

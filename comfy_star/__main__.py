@@ -55,6 +55,10 @@ def main(argv=None):
                    help="all: where edit rows put the source image: 'release' (before the instruction, the "
                         "authors' layout) or 'source_last' (after it, a fixed distance from the output) "
                         "(default: --start-from's, else the preset's)")
+    t.add_argument("--image-cells", action=argparse.BooleanOptionalAction, default=None,
+                   help="all: give each image token a learned embedding of its row and column in the token grid "
+                        "(zero at first; --start-from's stack learns them from there) (default: --start-from's, "
+                        "else off, as the release)")
     t.add_argument("--diffusion-prediction", choices=["v", "x"], default=None,
                    help="all: what the diffusion decoder predicts: 'v' (the velocity, as Lumina2 and the release) "
                         "or 'x' (the clean image; JiT) (default: --start-from's, else the preset's)")
@@ -131,6 +135,7 @@ def main(argv=None):
                      start_from=DEFAULT_CHECKPOINT if a.start_from == "embedded" else a.start_from,
                      take=tuple(filter(None, a.take_checkpoint.split(","))), vq_encoder=a.vq_encoder,
                      stack_layers=a.stack_layers, codebook_size=a.codebook_size, edit_layout=a.edit_layout,
+                     image_cells=a.image_cells,
                      diffusion=dict(prediction=a.diffusion_prediction, shift=a.diffusion_shift,
                                     vq_upsample=a.diffusion_vq_upsample))
     elif a.cmd == "train":

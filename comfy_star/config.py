@@ -62,10 +62,17 @@ class ARConfig:
     # where an edit row puts the source: "release" (before the instruction) or "source_last" (after it,
     # a fixed offset from the output; ar/prompts.py)
     edit_layout: str = "release"
+    # 0 (the release): an image token's only position is its text-like one, so where it sits in its grid
+    # (its column above all) must be worked out from distances; N: each image token's embedding also
+    # gets a learned row and column embedding of an N × N grid (zero at first, so a model trained
+    # without them computes the same), as LlamaGen gives image tokens 2-D positions (its 2-D RoPE)
+    image_cells: int = 0
 
     def __post_init__(self):
         if self.edit_layout not in EDIT_LAYOUTS:
             raise ValueError(f"ar.edit_layout {self.edit_layout!r}: expected one of {EDIT_LAYOUTS}")
+        if not (isinstance(self.image_cells, int) and self.image_cells >= 0):
+            raise ValueError(f"ar.image_cells {self.image_cells!r}: expected 0 (off) or the token grid's side")
 
 
 @dataclass

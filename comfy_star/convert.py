@@ -24,7 +24,8 @@ def expected_shapes(config) -> dict[str, tuple]:
     with torch.device("meta"):
         text = Qwen2_5_VLConfig(**copy.deepcopy(config.ar.base)).text_config
         mods = {"ar.stack.": build_stack(text, config.ar.num_stacked_layers),
-                "ar.adapter.": GenerationAdapter(config.vq.codebook_dim, text.hidden_size, config.ar.adapter_depth),
+                "ar.adapter.": GenerationAdapter(config.vq.codebook_dim, text.hidden_size, config.ar.adapter_depth,
+                                                 config.ar.image_cells),
                 "ar.head.": torch.nn.Linear(text.hidden_size, config.vq.codebook_size),
                 "vq.": STARVQ(config.vq)}
         if config.diffusion is not None:

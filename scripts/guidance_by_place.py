@@ -55,7 +55,7 @@ def sample(star, prompt: str, seed: int, cfg_free: float, cfg_in: float) -> torc
         out[i] = sampler.pick(sampler.guide(logits, cfg, 1), params, procs, generator)[0]
         if i + 1 < side * side:
             vectors = codebook[out[i:i + 1]].repeat(2, 1)
-            logits = sampler.decode_one_token(ar, vectors, batch.next_position + i, None, caches)
+            logits = sampler.decode_one_token(ar, vectors, batch.next_position + i, None, caches, i)
     return out.view(1, side, side)
 
 

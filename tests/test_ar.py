@@ -67,8 +67,24 @@ def test_base_logits_bit_identical_after_training_step(tiny):
         assert torch.equal(a, b_), n
 
 
-def test_kv_cache_matches_full_recompute(tiny):
-    model, codebook, chat = tiny
+@pytest.fixture(scope="module")
+def tiny_cells():
+    """`tiny` with image-cell embeddings (a 4 × 4 grid), set to random values as if trained."""
+    torch.manual_seed(0)
+    cfg = tiny_ar_config()
+    cfg.image_cells = 4
+    model = StackedAR(build_base(cfg, attn="eager"), cfg, D_CODE, K)
+    with torch.no_grad():
+        model.adapter.cell_rows.normal_()
+        model.adapter.cell_cols.normal_()
+    return model, torch.randn(K, D_CODE), ChatFormat(byte_tokenizer(), None)
+
+
+@pytest.mark.parametrize("which", ["tiny", "tiny_cells"])
+def test_kv_cache_matches_full_recompute(which, request):
+    """Sampled with the KV cache, token by token, the logits are those of the whole sequence
+    recomputed: with cell embeddings, each token is embedded with its own cell in both."""
+    model, codebook, chat = request.getfixturevalue(which)
     model.eval()
     params = SampleParams(cfg=3.0, temperature=0)  # greedy: tokens are a function of the logits
     rows = t2i_rows(chat, ["two blue squares", "a green triangle"])  # different lengths: left padding
@@ -230,3 +246,30 @@ def test_grown_stack_computes_what_the_shallow_one_did_and_can_learn(tiny):
     assert deep.stack.layers[3].self_attn.o_proj.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="cannot shrink"):
         expand_stack_state(grown, 2)
+
+
+def test_zero_cell_embeddings_change_nothing_and_trained_ones_tell_cells_apart(tiny):
+    """A stack given zero cell embeddings (`train all --image-cells` on a stack trained without)
+    computes what it did; set to values, the same code at two cells enters the stack differently.
+    Beyond the grid they cover, the error names the grid."""
+    model, codebook, chat = tiny
+    model.eval()
+    ar_cfg = tiny_ar_config()
+    ar_cfg.image_cells = 4
+    with_cells = StackedAR(build_base(ar_cfg, attn="eager"), ar_cfg, D_CODE, K).eval()
+    missing, unexpected = with_cells.load_state_dict(model.state_dict(), strict=False)
+    assert sorted(missing) == ["adapter.cell_cols", "adapter.cell_rows"] and not unexpected
+    params = SampleParams(cfg=3.0, top_k=10)
+    batch = assemble(model, t2i_rows(chat, ["two blue squares"]), codebook)
+    ids = generate(model, batch, codebook, 10, params, torch.Generator().manual_seed(4))
+    batch = assemble(with_cells, t2i_rows(chat, ["two blue squares"]), codebook)
+    assert torch.equal(generate(with_cells, batch, codebook, 10, params, torch.Generator().manual_seed(4)), ids)
+    with torch.no_grad():
+        with_cells.adapter.cell_cols.normal_()
+    one_code = codebook[torch.tensor([3, 3])]
+    a, b = with_cells.embed_codes(one_code, torch.tensor([0, 1]))  # the same code, columns 0 and 1
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="4 × 4 grid"):
+        with_cells.embed_codes(one_code, torch.tensor([0, 16]))
+    with pytest.raises(ValueError, match="pass their index"):
+        with_cells.embed_codes(one_code)

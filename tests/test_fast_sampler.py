@@ -20,11 +20,18 @@ from test_ar import D_CODE, K, tiny_ar_config
 PROMPTS = ["two blue squares", "a green triangle above a small red circle"]  # different lengths: left padding
 
 
-@pytest.fixture(scope="module", params=["sdpa", "eager"])
+@pytest.fixture(scope="module", params=[("sdpa", 0), ("eager", 0), ("sdpa", 4)], ids=["sdpa", "eager", "sdpa-cells"])
 def tiny(request):
+    """cells 4: image-cell embeddings over a 4 × 4 grid, random as if trained (fast.decode_one_token adds them)."""
+    attn, cells = request.param
     torch.manual_seed(0)
     cfg = tiny_ar_config()
-    model = StackedAR(build_base(cfg, attn=request.param), cfg, D_CODE, K).eval()
+    cfg.image_cells = cells
+    model = StackedAR(build_base(cfg, attn=attn), cfg, D_CODE, K).eval()
+    if cells:
+        with torch.no_grad():
+            model.adapter.cell_rows.normal_()
+            model.adapter.cell_cols.normal_()
     codebook = torch.randn(K, D_CODE)
     return model, codebook, ChatFormat(byte_tokenizer(), None)
 
@@ -175,12 +182,12 @@ def test_logits_match_reference(tiny, kind, static, mode, monkeypatch):
         mask = batch.attention_mask
         for i in range(steps):
             mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=1)
-            ref.append(sampler.decode_one_token(model, codebook[feed[i]], batch.next_position + i, mask, caches))
+            ref.append(sampler.decode_one_token(model, codebook[feed[i]], batch.next_position + i, mask, caches, i))
         first, dec = fast.prefill(model, batch, steps + 1, compile=static)
         ours = [first]
         for i in range(steps):
             if static:
-                embeds = model.embed_codes(codebook[feed[i]])
+                embeds = model.embed_codes(codebook[feed[i]], i)
                 ropes = [(t[0][i], t[1][i]) for t in (dec.base_rope, dec.stack_rope)]
                 ours.append(model.head(dec.step(embeds, *ropes, dec.columns[i:i + 1])).float())
             else:

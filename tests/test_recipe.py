@@ -348,3 +348,26 @@ def test_decoder_settings_are_chosen_else_inherited_and_an_unknown_one_is_named(
         decoder_settings(preset, {"upsampling": "nearest"})
     with pytest.raises(ValueError, match="vq_upsample"):
         decoder_settings(preset, {"vq_upsample": "cubic"})
+
+
+def test_image_cells_start_at_zero_on_a_stack_trained_without_them_and_are_inherited(tmp_path):
+    """`train all --start-from embedded --image-cells`: the shipped stack gains zero row and column
+    embeddings (it computes what it did), stage 4 trains them, the file records them and loads with
+    them, and a later `--start-from` that file keeps them; `--no-image-cells` cannot drop trained ones."""
+    from comfy_star.__main__ import main
+    from comfy_star.checkpoint import read_config
+    common = ["--stages", "stage4,final", "--batch", "2", "--device", "cpu", "--steps", "2"]
+    main(["train", "all", "--out", str(tmp_path / "a"), "--start-from", "embedded", *common, "--image-cells"])
+    first = tmp_path / "a" / "star-shapes.safetensors"
+    grid = read_config(first).grid
+    assert read_config(first).ar.image_cells == grid == 8
+    tensors = read_tensors(first)
+    assert tensors["ar.adapter.cell_rows"].shape == tensors["ar.adapter.cell_cols"].shape == (grid, 192)
+    assert tensors["ar.adapter.cell_rows"].abs().sum() > 0  # trained from zero, so it moved
+    star = STAR.from_pretrained(first, device="cpu")
+    assert torch.equal(star.parts.ar.adapter.cell_rows, tensors["ar.adapter.cell_rows"].float())
+    assert star.decode_vq(star.sample_tokens(["a red circle"], seed=0)).shape[-2:] == (64, 64)
+    main(["train", "all", "--out", str(tmp_path / "b"), "--start-from", str(first), *common])
+    assert read_config(tmp_path / "b" / "star-shapes.safetensors").ar.image_cells == grid
+    with pytest.raises(ValueError, match="trained with image-cell embeddings"):
+        main(["train", "all", "--out", str(tmp_path / "c"), "--start-from", str(first), *common, "--no-image-cells"])

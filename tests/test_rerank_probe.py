@@ -27,3 +27,25 @@ def test_the_judge_is_the_caption_log_likelihood_and_finds_each_scenes_descripti
     with torch.inference_mode():
         loss = star.parts.ar.base(**batch).loss
     assert torch.allclose(scores[0, 0], -loss * n, rtol=1e-4)
+
+
+def test_the_stack_judge_is_the_stacks_own_token_log_likelihood():
+    """stack_logp is what training minimises: minus the teacher-forced cross-entropy, summed over the
+    image's tokens, for the prompt and for the unconditional row alike; and the prompt is worth
+    something to the stack (a render is likelier under its own caption than with it dropped)."""
+    from comfy_star.train.stage2_ar import encode_ids, pixels, teacher_forced_logits, token_loss
+    star = STAR.from_pretrained(device="cpu")
+    rng = random.Random("stack-judge-test")
+    caption, _, _, scene = data.captions.random_caption(rng)
+    image = pixels([data.shapes.render(scene, star.config.image_size)])
+    ids = encode_ids(star.parts.vq, image, "cpu")
+    scores = {}
+    for drop in (False, True):
+        got = probe.stack_logp(star, caption, ids, drop)
+        batch = {"captions": [caption], "images": image, "instructions": [], "drop": [drop]}
+        with torch.inference_mode():
+            _, stats = token_loss(*teacher_forced_logits(star.parts.ar, star.parts, batch, "cpu"))
+        assert got.shape == (1,)
+        assert torch.allclose(got, torch.tensor([-stats["ce"] * ids.shape[1]]), rtol=1e-4)
+        scores[drop] = float(got)
+    assert scores[False] > scores[True]

@@ -239,7 +239,8 @@ class Decoder(nn.Module):
         return stack(x, column, stack_cos, stack_sin, mask)
 
     def embed(self, code_vectors):
-        """model.embed_codes, op for op (the adapter's Linear / GELU forwards called directly)."""
+        """model.embed_codes, op for op (the adapter's Linear / GELU forwards called directly), but for
+        the cell embedding, which decode_one_token adds."""
         model = self.model[0]
         x = code_vectors
         dtype = model.head.weight.dtype
@@ -346,6 +347,8 @@ def prefill(model, batch: Batch, num_tokens: int, compile: bool = False):
 def decode_one_token(model, dec: Decoder, code_vectors: torch.Tensor, i: int) -> torch.Tensor:
     """code_vectors (rows, d) of token i → (rows, K) float32 logits of token i + 1."""
     embeds = dec.embed(code_vectors)
+    if model.adapter.cells:  # where token i sits in the grid (model.embed_codes)
+        embeds = embeds + model.adapter.cell_embedding(torch.tensor(i)).to(embeds.dtype)
     column, base_cos, base_sin, stack_cos, stack_sin = dec.step_inputs[i]  # rope: (rows, 1, dim), over heads
     base_rope, stack_rope = (base_cos, base_sin), (stack_cos, stack_sin)
     h = None

@@ -4,7 +4,8 @@
                                    ─► stack (N decoder layers + norm, initialised from the base's last N)
                                    ─► head (hidden → codebook logits)
 
-Image tokens enter as `adapter(codebook[id])`: there is no image embedding table (release).
+Image tokens enter as `adapter(codebook[id])`: there is no image embedding table (release); with
+`ar.image_cells`, plus the embedding of the token's row and column in its grid (ours, off in the release).
 The base is frozen and never changed: gradients flow *through* it to the adapter, never *into* it.
 """
 from __future__ import annotations
@@ -24,17 +25,31 @@ from ..config import ARConfig
 
 
 class GenerationAdapter(nn.Module):
-    """MLP_GELU: codebook vector (d) → LLM input space (D). Key layout `layers.{0,2,..}` as released."""
+    """MLP_GELU: codebook vector (d) → LLM input space (D). Key layout `layers.{0,2,..}` as released.
 
-    def __init__(self, in_dim: int, out_dim: int, depth: int):
+    cells > 0 adds `cell_rows` and `cell_cols` (cells, D): where a token sits in its cells × cells
+    grid, added to its embedding (`cell_embedding`), zero until trained."""
+
+    def __init__(self, in_dim: int, out_dim: int, depth: int, cells: int = 0):
         super().__init__()
         mods = [nn.Linear(in_dim, out_dim)]
         for _ in range(1, depth):
             mods += [nn.GELU(), nn.Linear(out_dim, out_dim)]
         self.layers = nn.Sequential(*mods)
+        self.cells = cells
+        if cells:
+            self.cell_rows = nn.Parameter(torch.zeros(cells, out_dim))
+            self.cell_cols = nn.Parameter(torch.zeros(cells, out_dim))
 
     def forward(self, x):  # (..., d) -> (..., D)
         return self.layers(x)
+
+    def cell_embedding(self, index: torch.Tensor) -> torch.Tensor:
+        """index (...,): tokens' places in their image, raster order → (..., D) row + column embedding."""
+        if index.numel() and int(index.max()) >= self.cells ** 2:
+            raise ValueError(f"image token {int(index.max())} lies outside the {self.cells} × {self.cells} "
+                             "grid this model's cell embeddings cover")
+        return self.cell_rows[index // self.cells] + self.cell_cols[index % self.cells]
 
 
 def build_base(cfg: ARConfig, dtype=None, attn="sdpa") -> Qwen2_5_VLForConditionalGeneration:
@@ -82,7 +97,7 @@ class StackedAR(nn.Module):
         text_config = base.config.text_config
         hidden = text_config.hidden_size
         self.stack = build_stack(text_config, cfg.num_stacked_layers)
-        self.adapter = GenerationAdapter(codebook_dim, hidden, cfg.adapter_depth)
+        self.adapter = GenerationAdapter(codebook_dim, hidden, cfg.adapter_depth, cfg.image_cells)
         self.head = nn.Linear(hidden, codebook_size)
         self.to(next(base.parameters()).dtype)
         init = init or cfg.stack_init
@@ -104,8 +119,15 @@ class StackedAR(nn.Module):
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:  # (B, L) -> (B, L, D)
         return self.base_text.embed_tokens(ids)
 
-    def embed_codes(self, code_vectors: torch.Tensor) -> torch.Tensor:  # (..., d) -> (..., D)
-        return self.adapter(code_vectors.to(self.head.weight.dtype))
+    def embed_codes(self, code_vectors: torch.Tensor, index: torch.Tensor | int | None = None) -> torch.Tensor:
+        """(..., d) → (..., D). index: the tokens' places in their image (an int: one place for all),
+        needed when the model has cell embeddings (ignored otherwise)."""
+        x = self.adapter(code_vectors.to(self.head.weight.dtype))
+        if self.adapter.cells:
+            if index is None:
+                raise ValueError("this model embeds image tokens with their grid cell: pass their index")
+            x = x + self.adapter.cell_embedding(torch.as_tensor(index, device=x.device)).to(x.dtype)
+        return x
 
     # -- the forward ----------------------------------------------------------------------
     def hidden(self, embeds, position_ids, attention_mask=None, base_cache=None, stack_cache=None):

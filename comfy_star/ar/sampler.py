@@ -78,9 +78,10 @@ def prefill(model, batch: Batch, caches: Caches) -> torch.Tensor:
     return model.head(h[:, -1]).float()
 
 
-def decode_one_token(model, code_vectors, position, mask, caches: Caches) -> torch.Tensor:
-    """code_vectors: (rows, d) of the previous token; position: (rows,). → (rows, K) logits."""
-    embeds = model.embed_codes(code_vectors)[:, None]  # (rows, 1, D)
+def decode_one_token(model, code_vectors, position, mask, caches: Caches, index: int = 0) -> torch.Tensor:
+    """code_vectors: (rows, d) of the previous token, the image's token `index`; position: (rows,).
+    → (rows, K) logits."""
+    embeds = model.embed_codes(code_vectors, index)[:, None]  # (rows, 1, D)
     pos = position.view(1, -1, 1).expand(3, -1, 1)
     h = model.hidden(embeds, pos, mask, caches.base, caches.stack)
     return model.head(h[:, -1]).float()
@@ -121,5 +122,5 @@ def generate(model, batch: Batch, codebook: torch.Tensor, num_tokens: int, param
         if padded:
             mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=1)
         vectors = codebook[ids].repeat(rows // b, 1)  # the same token feeds cond and uncond rows
-        logits = decode_one_token(model, vectors, batch.next_position + i, mask if padded else None, caches)
+        logits = decode_one_token(model, vectors, batch.next_position + i, mask if padded else None, caches, i)
     return out

@@ -66,7 +66,8 @@ def assemble(model, rows, codebook, vision=None, pad_id: int = 0) -> Batch:
                 e.append(model.embed_text(ids))
                 p += ids.tolist(); t += [0] * len(ids)
             elif isinstance(seg, Codes):
-                e.append(model.embed_codes(codebook[seg.ids.to(device)]))
+                ids = seg.ids.to(device)  # (n,): an image's tokens in raster order, from its first
+                e.append(model.embed_codes(codebook[ids], torch.arange(ids.numel(), device=device)))
                 p += [cfg.video_token_id] * seg.ids.numel(); t += [0] * seg.ids.numel()
             else:
                 f = feats[seg.index]

@@ -150,6 +150,20 @@ def grown(state: dict, num_layers: int) -> dict:
     return expand_stack_state(state, num_layers)
 
 
+def with_cells(state: dict, model) -> dict:
+    """A stage-2 state dict for `model`: zero cell embeddings added where the model has them and the
+    state (a stack trained without them) does not, so the model starts out computing what it did.
+    Trained ones are never dropped: without them the stack would no longer compute what it learned."""
+    if "adapter.cell_rows" in state and not model.adapter.cells:
+        raise ValueError("this stage-2 stack was trained with image-cell embeddings; it cannot continue without "
+                         "them (leave out --no-image-cells)")
+    if model.adapter.cells and "adapter.cell_rows" not in state:
+        log(f"stage2: adding {model.adapter.cells} x {model.adapter.cells} image-cell embeddings (zero at first)")
+        state = dict(state, **{f"adapter.{k}": torch.zeros_like(v) for k, v in model.adapter.named_parameters()
+                               if k.startswith("cell_")})
+    return state
+
+
 def unpack_checkpoint(path, out: Path, stages=("stage0", "stage1", "stage1b", "stage2", "stage3")) -> list[str]:
     """Write `<out>/<stage>.safetensors` for each of `stages` from a finished star-shapes checkpoint
     (e.g. the embedded one), so that the curriculum continues from it: `train all --start-from CKPT
@@ -247,7 +261,8 @@ def decoder_settings(preset, chosen: dict, start_from=None):
 def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, device=None, seed=0,
                  workers=0, stages=ALL_STAGES, seconds: float = 0, start_from=None, take=(),
                  vq_encoder: str | None = None, stack_layers: int = 0, codebook_size: int = 0,
-                 edit_layout: str | None = None, diffusion: dict | None = None) -> Path:
+                 edit_layout: str | None = None, diffusion: dict | None = None,
+                 image_cells: bool | None = None) -> Path:
     sched = schedule or Schedule()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -276,6 +291,10 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
         edit_layout = read_config(start_from).ar.edit_layout
     if edit_layout:
         cfg.ar.edit_layout = edit_layout
+    if image_cells is None and start_from:  # not chosen: as --start-from's stack
+        from ..checkpoint import read_config
+        image_cells = bool(read_config(start_from).ar.image_cells)
+    cfg.ar.image_cells = cfg.grid if image_cells else 0
     if cfg.diffusion is not None:
         cfg.diffusion = decoder_settings(cfg.diffusion, diffusion or {}, start_from)
     B = sched.batch
@@ -327,7 +346,7 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
         loss2 = lambda m, b: stage2_ar.ar_loss(m, parts, to_device(b, device), device, sched.onset_weight)
         run_stage(out, "stage2", parts.ar, mb2, loss2, sched.steps("stage2"), B, 5e-4, seed, workers,
                   run="stage2" in stages, seconds=seconds, samples=lambda path: sample_strip(parts, path),
-                  adapt=lambda state: grown(state, cfg.ar.num_stacked_layers), **tune)
+                  adapt=lambda state: with_cells(grown(state, cfg.ar.num_stacked_layers), parts.ar), **tune)
 
     # stage 3: the diffusion decoder, on frozen VQ embeddings and frozen base text features
     if parts.diffusion is not None and {"stage3", "final"} & set(stages):
