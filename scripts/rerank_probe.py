@@ -1,5 +1,6 @@
 """Can the model pick the best of N samples? Best-of-N reranking by the model's own understanding
-(a diagnostic for issue 3; not shipped, docs/star-shapes-training.md § Best of N, judged by the base or by the stack).
+(a diagnostic for issue 3; not shipped, docs/star-shapes-training.md § Best of N, judged by the base
+or by the stack).
 
     python scripts/rerank_probe.py best-of --candidates 4 --n 40 --seed 777
     python scripts/rerank_probe.py best-of --judge stack --beta 0 0.5 1 1.5 --n 40 --seed 777
