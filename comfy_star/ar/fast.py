@@ -348,7 +348,7 @@ def decode_one_token(model, dec: Decoder, code_vectors: torch.Tensor, i: int) ->
     """code_vectors (rows, d) of token i → (rows, K) float32 logits of token i + 1."""
     embeds = dec.embed(code_vectors)
     if model.adapter.cells:  # where token i sits in the grid (model.embed_codes)
-        embeds = embeds + model.adapter.cell_embedding(torch.tensor(i)).to(embeds.dtype)
+        embeds = embeds + model.adapter.cell_embedding(i).to(embeds.dtype)
     column, base_cos, base_sin, stack_cos, stack_sin = dec.step_inputs[i]  # rope: (rows, 1, dim), over heads
     base_rope, stack_rope = (base_cos, base_sin), (stack_cos, stack_sin)
     h = None

@@ -44,10 +44,12 @@ class GenerationAdapter(nn.Module):
     def forward(self, x):  # (..., d) -> (..., D)
         return self.layers(x)
 
-    def cell_embedding(self, index: torch.Tensor) -> torch.Tensor:
-        """index (...,): tokens' places in their image, raster order → (..., D) row + column embedding."""
-        if index.numel() and int(index.max()) >= self.cells ** 2:
-            raise ValueError(f"image token {int(index.max())} lies outside the {self.cells} × {self.cells} "
+    def cell_embedding(self, index: torch.Tensor | int) -> torch.Tensor:
+        """index (...,) or an int: tokens' places in their image, raster order → (..., D) row + column
+        embedding."""
+        last = index if isinstance(index, int) else int(index.max()) if index.numel() else 0
+        if last >= self.cells ** 2:
+            raise ValueError(f"image token {last} lies outside the {self.cells} × {self.cells} "
                              "grid this model's cell embeddings cover")
         return self.cell_rows[index // self.cells] + self.cell_cols[index % self.cells]
 
@@ -126,7 +128,9 @@ class StackedAR(nn.Module):
         if self.adapter.cells:
             if index is None:
                 raise ValueError("this model embeds image tokens with their grid cell: pass their index")
-            x = x + self.adapter.cell_embedding(torch.as_tensor(index, device=x.device)).to(x.dtype)
+            if not isinstance(index, int):
+                index = torch.as_tensor(index, device=x.device)
+            x = x + self.adapter.cell_embedding(index).to(x.dtype)
         return x
 
     # -- the forward ----------------------------------------------------------------------

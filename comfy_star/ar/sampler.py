@@ -78,7 +78,7 @@ def prefill(model, batch: Batch, caches: Caches) -> torch.Tensor:
     return model.head(h[:, -1]).float()
 
 
-def decode_one_token(model, code_vectors, position, mask, caches: Caches, index: int = 0) -> torch.Tensor:
+def decode_one_token(model, code_vectors, position, mask, caches: Caches, index: int) -> torch.Tensor:
     """code_vectors: (rows, d) of the previous token, the image's token `index`; position: (rows,).
     → (rows, K) logits."""
     embeds = model.embed_codes(code_vectors, index)[:, None]  # (rows, 1, D)
