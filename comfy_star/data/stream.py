@@ -8,6 +8,7 @@ from PIL import Image
 from .captions import random_caption, with_filler
 from .edits import edit_for
 from .knowledge import fact_question, knowledge_prompt
+from .negatives import near_miss
 from .qa import describe, question_for
 from .shapes import random_scene, render
 
@@ -28,6 +29,16 @@ def sample_t2i(rng: random.Random, size: int = 64,
     caption, category, _, scene = random_caption(rng, category_weights=category_weights, varied=varied,
                                                  raster_order=raster_order)
     return with_filler(caption, rng), render(scene, size), category
+
+
+def sample_preference(rng: random.Random, size: int = 64) -> tuple[str, Image.Image, Image.Image, str]:
+    """(caption, its render, a near miss's render, category): a training caption of the six categories,
+    and a scene like its own that breaks it in one way (negatives.near_miss), for preference tuning."""
+    while True:
+        caption, category, spec, scene = random_caption(rng)
+        miss = near_miss(spec, scene, rng)
+        if miss is not None:
+            return with_filler(caption, rng), render(scene, size), render(miss, size), category
 
 
 def sample_vqa(rng: random.Random, size: int = 64) -> tuple[Image.Image, str, str]:

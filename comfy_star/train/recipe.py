@@ -53,6 +53,8 @@ class Schedule:
     category_weights: dict = field(default_factory=dict)  # stage 4: caption categories' draw weights (1 each)
     varied_phrasings: bool = False  # stage 4: captions.VARIED's phrasings drawn beside the usual ones
     raster_order: bool = False  # stage 4: a pair's objects named in drawing order (captions.in_raster_order)
+    preference_pairs: int = 0  # stage 4: (right render, near miss) pairs per step for the DPO term (0: none)
+    preference_beta: float = 0.1  # stage 4: the DPO term's β (train/preference.py)
 
     def steps(self, name):
         if self.fixed:
@@ -369,6 +371,8 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
                                       edit_fraction=sched.edit_fraction, category_weights=sched.category_weights,
                                       varied_phrasings=sched.varied_phrasings, raster_order=sched.raster_order)
         loss4 = lambda m, b: stage2_ar.ar_loss(m, parts, to_device(b, device), device, sched.onset_weight)
+        if sched.preference_pairs and "stage4" in stages:
+            mb4, loss4, _ = with_preference(out, parts, mb4, cfg.image_size, sched, seed, device)
         run_stage(out, "stage4", parts.ar, mb4, loss4, sched.steps("stage4"), B, 3e-4, seed, workers,
                   run="stage4" in stages, seconds=seconds, samples=lambda path: sample_strip(parts, path), **tune)
     if "final" not in stages:
@@ -383,6 +387,22 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
     save_star(final, cfg, tensors, overwrite=True)
     log(f"wrote {final} ({final.stat().st_size / 2**20:.1f} MiB)")
     return final
+
+
+def with_preference(out: Path, parts, make_batch, image_size: int, sched: Schedule, seed: int, device):
+    """(batch function, loss function, reference): stage 4's with the preference term (train/preference.py)
+    added. The reference is the stack stage 4 starts from: stage 2's, or `<out>/stage4-init.safetensors`
+    (and so on resume too, not the weights resumed)."""
+    from . import preference
+    ref = preference.reference_of(parts.ar)
+    init = out / "stage4-init.safetensors"
+    if init.exists():
+        ref.load_state_dict(load_file(str(init)), strict=False)
+    log(f"stage4: a preference term on {sched.preference_pairs} pairs a step, beta {sched.preference_beta}")
+    make_batch = preference.add_pairs(make_batch, image_size, sched.preference_pairs, seed + 3)
+    loss = lambda m, b: preference.preference_ar_loss(m, ref, parts, to_device(b, device), device,
+                                                      sched.onset_weight, sched.preference_beta)
+    return make_batch, loss, ref
 
 
 SAMPLE_PROMPTS = ("a red circle to the left of a blue square", "two green triangles on a white background",

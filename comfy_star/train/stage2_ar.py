@@ -105,13 +105,14 @@ def onset_mask(targets: torch.Tensor) -> torch.Tensor:
     return (obj & ~left & ~up).flatten(1)
 
 
-def teacher_forced_logits(model, parts, batch, device):
+def teacher_forced_logits(model, parts, batch, device, ar=None):
     """One teacher-forced forward over a batch → (logits (B, n, V) float, targets (B, n)).
 
-    `model` is `parts.ar`, possibly wrapped by accelerate (DDP): the forward goes through it."""
+    `model` is `parts.ar`, possibly wrapped by accelerate (DDP): the forward goes through it; or
+    another stacked AR `ar` (e.g. a frozen reference copy), passed as both, whose adapter embeds the codes."""
     rows, vision, targets = build_rows(parts, batch, device)
     codebook = parts.vq.codebook().detach()
-    b = assemble(parts.ar, rows, codebook, vision=vision, pad_id=parts.chat.tok.pad_token_id)
+    b = assemble(ar or parts.ar, rows, codebook, vision=vision, pad_id=parts.chat.tok.pad_token_id)
     n = targets.shape[1]
     # column j predicts column j+1: the n columns before the last predict the n image tokens
     mask = None if bool(b.attention_mask.all()) else b.attention_mask[:, :-1]
