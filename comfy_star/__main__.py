@@ -84,6 +84,8 @@ def main(argv=None):
                         "to prefer the render (DPO against the stack it starts from; a near miss breaks the "
                         "caption in one way: a kind copied, colours or places swapped, a shape too many) (0: off)")
     t.add_argument("--preference-beta", type=float, default=0.1, help="all: the preference term's DPO beta")
+    t.add_argument("--preference-weight", type=float, default=1.0,
+                   help="all: the preference term's weight beside stage 4's cross-entropy")
     t.add_argument("--model", default=None, help="finetune: the checkpoint to start from (default: embedded)")
     t.add_argument("--data", default=None, help="finetune: a caption folder (image + same-named .txt)")
     t.add_argument("--steps", type=int, default=None,
@@ -119,9 +121,9 @@ def main(argv=None):
         p.error(f"--diffusion-shift must be positive (got {a.diffusion_shift})")
     if a.cmd == "train" and not 0 <= a.edit_fraction <= 1:
         p.error(f"--edit-fraction must be between 0 and 1 (got {a.edit_fraction})")
-    if a.cmd == "train" and (a.preference_pairs < 0 or not a.preference_beta > 0):
-        p.error(f"--preference-pairs must be 0 or more and --preference-beta positive "
-                f"(got {a.preference_pairs}, {a.preference_beta})")
+    if a.cmd == "train" and (a.preference_pairs < 0 or not a.preference_beta > 0 or not a.preference_weight > 0):
+        p.error(f"--preference-pairs must be 0 or more, --preference-beta and --preference-weight positive "
+                f"(got {a.preference_pairs}, {a.preference_beta}, {a.preference_weight})")
     if getattr(a, "steps", None) is not None and a.steps < 1:
         p.error(f"--steps must be at least 1 (got {a.steps})")
     weights = {}
@@ -138,7 +140,8 @@ def main(argv=None):
                                      onset_weight=a.onset_weight, fixed=a.steps or 0,
                                      edit_fraction=a.edit_fraction, category_weights=weights,
                                      varied_phrasings=a.varied_phrasings, raster_order=a.raster_order,
-                                     preference_pairs=a.preference_pairs, preference_beta=a.preference_beta),
+                                     preference_pairs=a.preference_pairs, preference_beta=a.preference_beta,
+                                     preference_weight=a.preference_weight),
                      device=a.device, seed=a.seed, workers=a.workers,
                      stages=tuple(a.stages.split(",")), seconds=a.seconds,
                      start_from=DEFAULT_CHECKPOINT if a.start_from == "embedded" else a.start_from,

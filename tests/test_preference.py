@@ -44,17 +44,17 @@ def test_at_the_start_the_term_is_log_2_and_it_teaches_the_stack_to_prefer_the_r
     ref_before = {n: p.clone() for n, p in ref.named_parameters() if not n.startswith("base.")}
     params = _trainable(ar)
     pairs = _pairs(star, 4)
-    loss, stats = preference.dpo_loss(ar, ref, parts, pairs, "cpu", beta=0.1)
+    loss, _, stats = preference.dpo_loss(ar, ref, parts, pairs, "cpu", beta=0.1)
     assert loss.item() == pytest.approx(math.log(2), abs=1e-5)
     gap0 = stats["pref_gap"]
     opt = torch.optim.Adam(params, lr=2e-4)
     for _ in range(4):
         opt.zero_grad()
-        loss, stats = preference.dpo_loss(ar, ref, parts, pairs, "cpu", beta=0.1)
+        loss, _, stats = preference.dpo_loss(ar, ref, parts, pairs, "cpu", beta=0.1)
         loss.backward()
         assert all(p.grad is None for p in ar.base.parameters())
         opt.step()
-    _, stats = preference.dpo_loss(ar, ref, parts, pairs, "cpu", beta=0.1)
+    _, _, stats = preference.dpo_loss(ar, ref, parts, pairs, "cpu", beta=0.1)
     assert stats["pref_gap"] > gap0 + 1.0, (gap0, stats)
     assert stats["dpo"] < math.log(2)
     assert all(torch.equal(p, ref_before[n]) for n, p in ref.named_parameters() if not n.startswith("base."))
@@ -76,13 +76,34 @@ def test_the_reference_is_the_stack_stage_4_starts_from(tmp_path):
     assert len(make(0)["pairs"]["captions"]) == 2
 
 
-def test_train_all_with_preference_pairs_logs_the_term_and_a_bad_beta_is_refused(tmp_path):
+def test_train_all_with_preference_pairs_logs_the_term_and_bad_settings_are_refused(tmp_path):
     from comfy_star.__main__ import main
     main(["train", "all", "--out", str(tmp_path / "a"), "--start-from", "embedded", "--stages", "stage4,final",
           "--batch", "2", "--device", "cpu", "--steps", "1", "--preference-pairs", "2"])
     last = json.loads((tmp_path / "a" / "stage4" / "log.jsonl").read_text().splitlines()[-1])
     assert {"ce", "dpo", "pref_acc", "pref_gap"} <= set(last)
     assert (tmp_path / "a" / "star-shapes.safetensors").exists()
-    with pytest.raises(SystemExit):  # argparse's error names both values
-        main(["train", "all", "--out", str(tmp_path / "b"), "--preference-pairs", "2", "--preference-beta", "0"])
-    assert not (tmp_path / "b").exists()
+    for bad in (["--preference-beta", "0"], ["--preference-weight", "-1"], ["--preference-pairs", "-2"]):
+        with pytest.raises(SystemExit):  # argparse's error names the values given
+            main(["train", "all", "--out", str(tmp_path / "b"), "--preference-pairs", "2", *bad])
+        assert not (tmp_path / "b").exists()
+
+
+def test_the_stage_4_loss_adds_the_right_renders_likelihood_and_the_weighted_term():
+    """loss = the usual rows' cross-entropy + the right renders' cross-entropy (which holds their likelihood
+    up while DPO pushes the misses down) + weight × DPO (ln 2 at the start)."""
+    import random
+
+    from comfy_star import data
+    from comfy_star.train.stage2_ar import pixels
+    star = STAR.from_pretrained(device="cpu")
+    ar, parts = star.parts.ar, star.parts
+    ref = preference.reference_of(ar)
+    rng = random.Random(2)
+    drawn = [data.sample_t2i(rng, size=star.config.image_size)[:2] for _ in range(2)]
+    batch = {"captions": [c for c, _ in drawn], "images": pixels([im for _, im in drawn]), "instructions": [],
+             "drop": [False, False], "pairs": _pairs(star, 2)}
+    with torch.no_grad():
+        loss, stats = preference.preference_ar_loss(ar, ref, parts, batch, "cpu", onset_weight=1.0, beta=0.5, weight=0.25)
+    assert stats["right_ce"] > 0
+    assert loss.item() == pytest.approx(stats["ce"] + stats["right_ce"] + 0.25 * math.log(2), rel=1e-5)

@@ -55,7 +55,8 @@ def image_logp(model, parts, captions: list[str], images, device, ar=None) -> to
 
 
 def dpo_loss(model, ref, parts, pairs: dict, device, beta: float):
-    """The preference term over P pairs → (loss, stats); pairs as add_pairs makes them."""
+    """The preference term over P pairs → (loss, the right renders' cross-entropy per token, stats);
+    pairs as add_pairs makes them."""
     captions = pairs["captions"] * 2  # right renders first, then their near misses
     logp = image_logp(model, parts, captions, pairs["images"], device)  # (2P,)
     with torch.no_grad():
@@ -63,13 +64,20 @@ def dpo_loss(model, ref, parts, pairs: dict, device, beta: float):
     gain = (logp - ref_logp).view(2, -1)  # (2, P): [right; miss]
     margin = beta * (gain[0] - gain[1])
     loss = -F.logsigmoid(margin).mean()
+    right = logp.view(2, -1)[0]
+    right_ce = -right.mean() / parts.config.grid ** 2  # per token, as stage2_ar.token_loss's ce
     with torch.no_grad():
-        gap = (logp.view(2, -1)[0] - logp.view(2, -1)[1])  # how much likelier the right render is, in nats
-    return loss, {"dpo": loss.item(), "pref_acc": (gap > 0).float().mean().item(), "pref_gap": gap.mean().item()}
+        gap = right - logp.view(2, -1)[1]  # how much likelier the right render is, in nats
+    stats = {"dpo": loss.item(), "pref_acc": (gap > 0).float().mean().item(), "pref_gap": gap.mean().item(),
+             "right_ce": right_ce.item()}
+    return loss, right_ce, stats
 
 
 def preference_ar_loss(model, ref, parts, batch, device, onset_weight: float, beta: float, weight: float = 1.0):
-    """Stage 4's cross-entropy on the usual rows plus `weight` times the preference term on batch["pairs"]."""
+    """Stage 4's cross-entropy on the usual rows, plus `weight` times the preference term on
+    batch["pairs"], plus the right renders' cross-entropy: plain DPO lowers the right render's
+    likelihood too while it lowers the miss's faster, and sampling drifts (measured: `runs/p9I`, § Preference
+    tuning); the likelihood term on the preferred side holds it (RPO, Pang et al., 2024)."""
     ce, stats = stage2_ar.ar_loss(model, parts, batch, device, onset_weight)
-    pref, pstats = dpo_loss(model, ref, parts, batch["pairs"], device, beta)
-    return ce + weight * pref, {**stats, **pstats}
+    pref, right_ce, pstats = dpo_loss(model, ref, parts, batch["pairs"], device, beta)
+    return ce + right_ce + weight * pref, {**stats, **pstats}

@@ -55,6 +55,7 @@ class Schedule:
     raster_order: bool = False  # stage 4: a pair's objects named in drawing order (captions.in_raster_order)
     preference_pairs: int = 0  # stage 4: (right render, near miss) pairs per step for the DPO term (0: none)
     preference_beta: float = 0.1  # stage 4: the DPO term's β (train/preference.py)
+    preference_weight: float = 1.0  # stage 4: the DPO term's weight beside the cross-entropy
 
     def steps(self, name):
         if self.fixed:
@@ -398,10 +399,12 @@ def with_preference(out: Path, parts, make_batch, image_size: int, sched: Schedu
     init = out / "stage4-init.safetensors"
     if init.exists():
         ref.load_state_dict(load_file(str(init)), strict=False)
-    log(f"stage4: a preference term on {sched.preference_pairs} pairs a step, beta {sched.preference_beta}")
+    log(f"stage4: a preference term on {sched.preference_pairs} pairs a step, beta {sched.preference_beta}, "
+        f"weight {sched.preference_weight}")
     make_batch = preference.add_pairs(make_batch, image_size, sched.preference_pairs, seed + 3)
     loss = lambda m, b: preference.preference_ar_loss(m, ref, parts, to_device(b, device), device,
-                                                      sched.onset_weight, sched.preference_beta)
+                                                      sched.onset_weight, sched.preference_beta,
+                                                      sched.preference_weight)
     return make_batch, loss, ref
 
 
