@@ -83,8 +83,8 @@ def main(argv=None):
                    help="all: stage 4 also scores P (caption, render, near miss) pairs a step and asks the stack "
                         "to prefer the render (DPO against the stack it starts from; a near miss breaks the "
                         "caption in one way: a kind copied, colours or places swapped, a shape too many) (0: off)")
-    t.add_argument("--preference-beta", type=float, default=0.1, help="all: the preference term's DPO beta")
-    t.add_argument("--preference-weight", type=float, default=1.0,
+    t.add_argument("--preference-beta", type=float, default=0.5, help="all: the preference term's DPO beta")
+    t.add_argument("--preference-weight", type=float, default=0.25,
                    help="all: the preference term's weight beside stage 4's cross-entropy")
     t.add_argument("--model", default=None, help="finetune: the checkpoint to start from (default: embedded)")
     t.add_argument("--data", default=None, help="finetune: a caption folder (image + same-named .txt)")

@@ -76,8 +76,9 @@ def dpo_loss(model, ref, parts, pairs: dict, device, beta: float):
 def preference_ar_loss(model, ref, parts, batch, device, onset_weight: float, beta: float, weight: float = 1.0):
     """Stage 4's cross-entropy on the usual rows, plus `weight` times the preference term on
     batch["pairs"], plus the right renders' cross-entropy: plain DPO lowers the right render's
-    likelihood too while it lowers the miss's faster, and sampling drifts (measured: `runs/p9I`, § Preference
-    tuning); the likelihood term on the preferred side holds it (RPO, Pang et al., 2024)."""
+    likelihood too while it lowers the miss's faster, and sampling drifts (`runs/p9I` in
+    docs/star-shapes-training.md § Preference tuning against near misses); the likelihood term on the
+    preferred side holds it (RPO, Pang et al., 2024)."""
     ce, stats = stage2_ar.ar_loss(model, parts, batch, device, onset_weight)
     pref, right_ce, pstats = dpo_loss(model, ref, parts, batch["pairs"], device, beta)
     return ce + right_ce + weight * pref, {**stats, **pstats}

@@ -54,8 +54,8 @@ class Schedule:
     varied_phrasings: bool = False  # stage 4: captions.VARIED's phrasings drawn beside the usual ones
     raster_order: bool = False  # stage 4: a pair's objects named in drawing order (captions.in_raster_order)
     preference_pairs: int = 0  # stage 4: (right render, near miss) pairs per step for the DPO term (0: none)
-    preference_beta: float = 0.1  # stage 4: the DPO term's β (train/preference.py)
-    preference_weight: float = 1.0  # stage 4: the DPO term's weight beside the cross-entropy
+    preference_beta: float = 0.5  # stage 4: the DPO term's β (train/preference.py); 0.1 drifted (`runs/p9I`)
+    preference_weight: float = 0.25  # stage 4: the DPO term's weight beside the cross-entropy
 
     def steps(self, name):
         if self.fixed:
