@@ -4,9 +4,9 @@ Next-token cross-entropy teaches the stack what a right image looks like, token 
 token given the right ones before it. It never shows the stack the images it gets wrong: the second
 object drawn as the first one's kind, colours on the wrong shapes. The Shapes world can draw those
 near misses exactly (data.negatives), so each step also scores pairs (caption, right render, near
-miss) and asks the stack to raise the right render's log-likelihood over the miss's, measured
-against a frozen copy of the stack from the start of the run (the reference, which keeps the
-term from pushing both down):
+miss) and asks the stack to raise the right render's log-likelihood over the miss's, each measured
+against a frozen copy of the stack from the start of the run (the reference: once the margin is
+met, the term lets go, so it moves the stack only so far):
 
     loss = -log σ(β · [(log π(right) - log π_ref(right)) - (log π(miss) - log π_ref(miss))])
 
