@@ -36,20 +36,21 @@ def copy_kind(scene: Scene, rng: random.Random) -> Scene | None:
     return _with(scene, {j: replace(scene.shapes[j], kind=scene.shapes[i].kind)})
 
 
-def other_kind(scene: Scene, rng: random.Random) -> Scene | None:
-    i = rng.randrange(len(scene.shapes)) if scene.shapes else None
-    if i is None:
+def _change_one(scene: Scene, rng: random.Random, field: str, values) -> Scene | None:
+    """One shape's `field` ("kind" or "color") set to another of `values`."""
+    if not scene.shapes:
         return None
-    s = scene.shapes[i]
-    return _with(scene, {i: replace(s, kind=rng.choice([k for k in SHAPES if k != s.kind]))})
+    i = rng.randrange(len(scene.shapes))
+    now = getattr(scene.shapes[i], field)
+    return _with(scene, {i: replace(scene.shapes[i], **{field: rng.choice([v for v in values if v != now])})})
+
+
+def other_kind(scene: Scene, rng: random.Random) -> Scene | None:
+    return _change_one(scene, rng, "kind", SHAPES)
 
 
 def other_color(scene: Scene, rng: random.Random) -> Scene | None:
-    i = rng.randrange(len(scene.shapes)) if scene.shapes else None
-    if i is None:
-        return None
-    s = scene.shapes[i]
-    return _with(scene, {i: replace(s, color=rng.choice([c for c in COLORS if c != s.color]))})
+    return _change_one(scene, rng, "color", list(COLORS))
 
 
 def swap_colors(scene: Scene, rng: random.Random) -> Scene | None:
