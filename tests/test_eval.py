@@ -93,9 +93,14 @@ def test_shapes_edit_scores_an_editor_that_draws_the_target_and_one_that_copies_
         [data.shapes.render(targets[-1], 64)]))
     oracle = benchmarks.shapes_edit(star, 12, 3)
     assert oracle["token_match"] == 1.0 and oracle["success"] >= 0.75
+    assert oracle["success"] == oracle["vq_ceiling"]  # the ceiling is this editor's score, by definition
+    kinds = {k: v for k, v in oracle.items() if k.startswith("kind_")}
+    assert kinds and set(kinds) <= {f"kind_{k}" for k in data.edits.EDIT_KINDS}
+    assert min(kinds.values()) >= 0.0 and max(kinds.values()) == 1.0
     monkeypatch.setattr(star, "sample_tokens", lambda prompts, seed, source: source)
     copier = benchmarks.shapes_edit(star, 12, 3)
     assert copier["success"] == 0.0 and copier["token_match"] < 1.0 and copier["psnr_unedited"] > 20
+    assert all(copier[k] == 0.0 for k in kinds) and copier["vq_ceiling"] == oracle["vq_ceiling"]
 
 
 class Answerer:

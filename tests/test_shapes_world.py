@@ -3,6 +3,7 @@ import logging
 import random
 import re
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -334,6 +335,8 @@ def test_edits_change_what_they_say_and_keep_the_rest(kind):
         keep = edits.unchanged_mask(boxes, 64)
         assert (before[keep] == after[keep]).all() and not (before == after).all()
         assert data.scenes_match(data.detect(after), target)
+        assert edits.followed(data.detect(after), scene, target, kind)
+        assert not edits.followed(data.detect(before), scene, target, kind)  # an unchanged image never follows
         kept = [s for s in scene.shapes if s in target.shapes]
         if kind == "background":
             assert target.background != scene.background and target.shapes == scene.shapes
@@ -354,6 +357,34 @@ def test_edits_change_what_they_say_and_keep_the_rest(kind):
                 moved = ((new[0].x - old.x) * 3, (new[0].y - old.y) * 3)
                 side = "left" if moved[0] < 0 else "right" if moved[0] > 0 else "up" if moved[1] < 0 else "down"
                 assert side in instruction
+
+
+def test_an_edit_that_says_no_place_is_followed_wherever_it_puts_the_shape():
+    """"add a red circle" and "move the square left" fix what and which way, not where: `followed`
+    accepts any free place for the added shape and any distance (from the data's shortest step) the
+    named way; every other edit must match its target, and nothing else may move."""
+    square, blue = Shape("square", "green", 0.7, 0.5, 0.1), Shape("triangle", "blue", 0.2, 0.8, 0.1)
+    source = Scene([square, blue], "white")
+    added = Scene([square, blue, Shape("circle", "red", 0.2, 0.2, 0.1)], "white")
+    follows = lambda found, target, kind: edits.followed(Scene(found, "white"), source, target, kind)
+    assert follows([square, blue, Shape("circle", "red", 0.5, 0.15, 0.08)], added, "add")       # elsewhere
+    assert not data.scenes_match(Scene([square, blue, Shape("circle", "red", 0.5, 0.15, 0.08)], "white"), added)
+    assert not follows([square, blue, Shape("circle", "green", 0.5, 0.15, 0.1)], added, "add")  # wrong colour
+    assert not follows([square, blue, Shape("square", "red", 0.5, 0.15, 0.1)], added, "add")    # wrong kind
+    assert not follows([replace(square, x=0.8), blue, Shape("circle", "red", 0.2, 0.2, 0.1)], added, "add")
+    assert not follows([square, blue], added, "add")
+    assert not edits.followed(Scene(added.shapes, "black"), source, added, "add")                # background
+    moved = Scene([replace(square, x=0.5), blue], "white")  # "move the square left" by 0.2
+    assert follows([replace(square, x=0.45), blue], moved, "move")           # further the same way
+    assert follows([replace(square, x=0.58, y=0.52), blue], moved, "move")   # the shortest step, off by a pixel
+    assert not follows([replace(square, x=0.65), blue], moved, "move")       # not far enough
+    assert not follows([replace(square, x=0.9), blue], moved, "move")        # the wrong way
+    assert not follows([replace(square, x=0.5, y=0.35), blue], moved, "move")  # off its line
+    assert not follows([replace(square, x=0.5), replace(blue, y=0.6)], moved, "move")  # another shape moved
+    assert not follows([replace(square, x=0.5, color="red"), blue], moved, "move")
+    recoloured = Scene([replace(square, color="red"), blue], "white")  # fixed targets: matched as before
+    assert follows(recoloured.shapes, recoloured, "recolor")
+    assert not follows([replace(square, color="red", x=0.4), blue], recoloured, "recolor")
 
 
 # --- folders ---------------------------------------------------------------------------------------

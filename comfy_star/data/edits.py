@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from .detector import scenes_match
 from .shapes import BACKGROUNDS, COLORS, SHAPES, Scene, Shape, article, fits, name_of, place
 
 EDIT_KINDS = ("recolor", "add", "remove", "move", "replace", "background")
@@ -20,6 +21,8 @@ PAD = 1 / 64
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 DIRECTION_WORDS = {"left": ["to the left", "left"], "right": ["to the right", "right"],
                    "up": ["up", "upwards"], "down": ["down", "downwards"]}
+MOVE_STEP = (0.15, 0.3)  # how far `move` shifts a shape, as a share of the image
+TOL = 3 / 64             # the detector's tolerance on a centre (`scenes_match`)
 
 
 def edit_for(scene: Scene, rng: random.Random, kind: str | None = None):
@@ -31,6 +34,40 @@ def edit_for(scene: Scene, rng: random.Random, kind: str | None = None):
             instruction, target, boxes = made
             return instruction, target, k, boxes
     raise ValueError(f"no {kind or 'edit'} applies to this scene: {scene}")
+
+
+def followed(found: Scene, source: Scene, target: Scene, kind: str, tol: float = TOL) -> bool:
+    """Does `found` (the detector's reading of an edited image) do what the instruction said?
+
+    The target scene is one render of the instruction. Recolour, remove, replace and background
+    fix every shape, so `found` must match it. "add a red circle" and "move the circle left" do
+    not fix where: an added shape may go anywhere, and a moved one must go the named way by at
+    least the shortest step the data moves (less the tolerance) and stay on its line. The shapes
+    the edit is not about must stay where they were, in every case.
+    """
+    if kind not in ("add", "move"):
+        return scenes_match(found, target, tol)
+    old = [s for s in source.shapes if s not in target.shapes]  # the moved shape where it was (move)
+    new = [s for s in target.shapes if s not in source.shapes]  # the added or moved shape where it went
+    kept = Scene([s for s in source.shapes if s not in old], target.background)
+    for cand in found.shapes:
+        if (cand.kind, cand.color) != (new[0].kind, new[0].color):
+            continue
+        rest = list(found.shapes)
+        rest.remove(cand)
+        if not scenes_match(Scene(rest, found.background), kept, tol):
+            continue
+        if kind == "add" or _moved_along(old[0], new[0], cand, tol):
+            return True
+    return False
+
+
+def _moved_along(was: Shape, target: Shape, got: Shape, tol: float) -> bool:
+    """`got` lies from `was` the way `target` does: far enough along that direction, not across it."""
+    dx, dy = np.sign(target.x - was.x), np.sign(target.y - was.y)  # one of DIRECTIONS
+    along = (got.x - was.x) * dx + (got.y - was.y) * dy
+    across = abs((got.x - was.x) * dy) + abs((got.y - was.y) * dx)
+    return along >= MOVE_STEP[0] - tol and across <= tol
 
 
 def box(shape: Shape) -> tuple[float, float, float, float]:
@@ -97,7 +134,7 @@ def move(scene, rng, tries: int = 10):
             return None
         direction = rng.choice(list(DIRECTIONS))
         dx, dy = DIRECTIONS[direction]
-        step = rng.uniform(0.15, 0.3)
+        step = rng.uniform(*MOVE_STEP)
         moved = replace(s, x=s.x + dx * step, y=s.y + dy * step)
         if fits(moved, [t for t in scene.shapes if t is not s]):
             template = rng.choice(["move the {n} {d}", "shift the {n} {d}", "push the {n} {d}", "slide the {n} {d}"])
