@@ -4,7 +4,7 @@
 # data seeds and warm starts: the same recipe step for step, though not the same bits (float sums round
 # differently with the thread count and the CPU, and hundreds of steps amplify that).
 #
-#   bash scripts/reproduce_star_shapes.sh             # ≈ 18 h 07 min on a 2-core CPU (the recorded runs: 18 h 00 min of training)
+#   bash scripts/reproduce_star_shapes.sh             # ≈ 18 h 48 min on a 2-core CPU (the recorded runs: 18 h 41 min of training)
 #   OUT=runs/mine bash scripts/reproduce_star_shapes.sh
 #   QUICK=1 bash scripts/reproduce_star_shapes.sh     # 2 steps a stage: checks the chain runs (≈ 7 min)
 #
@@ -88,5 +88,9 @@ decoder p8kX p8kY 20 600 --batch 64  # twice the batch: 600 x 64 samples
 edit p8kY  p9A     31 32 0.5  2000
 edit p9A   p9B     32 32 0.5  2000
 
-echo "reproduced: $OUT/p9B/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
-echo "compare:    python -m comfy_star eval --model $OUT/p9B/star-shapes.safetensors --n 20"
+# 6. the VQ decoder alone (stage 1b) once more, on the finished model's tokens (encoder and codebook frozen)
+train --out "$OUT/q1b" --start-from "$OUT/p9B/star-shapes.safetensors" --stages stage1b,final --warmup 100 \
+    --lr-scale 0.5 --seed 11 --steps "$(steps 1976)"
+
+echo "reproduced: $OUT/q1b/star-shapes.safetensors (shipped: comfy_star/assets/star-shapes.safetensors)"
+echo "compare:    python -m comfy_star eval --model $OUT/q1b/star-shapes.safetensors --n 20"
