@@ -2,7 +2,8 @@
 
     ShapesEval   GenEval-style: per category (single/two objects, counting, colours, position,
                  colour attribution) and overall, on held-out phrasings
-    ShapesEdit   edit success (the detector reads the target scene) and how well the unedited
+    ShapesEdit   edit success (the detector reads a scene that does what the instruction says),
+                 per edit kind, against the exact target and the VQ ceiling; how well the unedited
                  pixels are kept (PSNR outside the changed boxes)
     ShapesVQA    exact-match accuracy of the frozen base's answers, overall and per question kind
     ShapesWISE   knowledge prompts, with and without implicit reasoning
