@@ -73,6 +73,8 @@ def main(argv=None):
     t.add_argument("--category-weights", default="", metavar="NAME=W[,NAME=W]",
                    help="all: how often stage 4 draws each ShapesEval category's captions, e.g. "
                         "two_objects=2,position=2,color_attr=2 (a category left out weighs 1)")
+    t.add_argument("--edit-weights", default="", metavar="KIND=W[,KIND=W]",
+                   help="all: how often stage 4 draws each kind of edit, e.g. move=3 (a kind left out weighs 1)")
     t.add_argument("--varied-phrasings", action="store_true",
                    help="all: stage 4's captions also use more training phrasings (captions.VARIED); the "
                         "held-out ones ShapesEval asks with stay unseen")
@@ -126,19 +128,25 @@ def main(argv=None):
                 f"(got {a.preference_pairs}, {a.preference_beta}, {a.preference_weight})")
     if getattr(a, "steps", None) is not None and a.steps < 1:
         p.error(f"--steps must be at least 1 (got {a.steps})")
-    weights = {}
+    weights, edit_weights = {}, {}
     if a.cmd == "train":
         from .data.captions import parse_category_weights
+        from .data.edits import parse_edit_weights
         try:
             weights = parse_category_weights(a.category_weights)
         except ValueError as e:
             p.error(f"--category-weights: {e}")
+        try:
+            edit_weights = parse_edit_weights(a.edit_weights)
+        except ValueError as e:
+            p.error(f"--edit-weights: {e}")
     if a.cmd == "train" and a.stage == "all":
         from .pipeline import DEFAULT_CHECKPOINT
         from .train.recipe import Schedule, train_shapes
         train_shapes(a.out, Schedule(batch=a.batch, scale=a.scale, lr_scale=a.lr_scale, warmup=a.warmup,
                                      onset_weight=a.onset_weight, fixed=a.steps or 0,
                                      edit_fraction=a.edit_fraction, category_weights=weights,
+                                     edit_weights=edit_weights,
                                      varied_phrasings=a.varied_phrasings, raster_order=a.raster_order,
                                      preference_pairs=a.preference_pairs, preference_beta=a.preference_beta,
                                      preference_weight=a.preference_weight),

@@ -138,13 +138,15 @@ def test_category_weights_reach_stage_4s_batches_and_a_bad_one_is_refused(tmp_pa
     monkeypatch.setattr(stage2_ar, "make_batch_fn", lambda *a, **k: seen.append(k) or make(*a, **k))
     main(["train", "all", "--out", str(tmp_path / "a"), "--start-from", "embedded", "--stages", "stage4,final",
           "--batch", "2", "--device", "cpu", "--steps", "1", "--category-weights", "two_objects=3,position=0",
-          "--varied-phrasings", "--raster-order"])
-    names = ("category_weights", "varied_phrasings", "raster_order")
+          "--varied-phrasings", "--raster-order", "--edit-weights", "move=3"])
+    names = ("category_weights", "varied_phrasings", "raster_order", "edit_weights")
     assert {"category_weights": {"two_objects": 3.0, "position": 0.0}, "varied_phrasings": True,
-            "raster_order": True} in [{n: k.get(n) for n in names} for k in seen]
+            "raster_order": True, "edit_weights": {"move": 3.0}} in [{n: k.get(n) for n in names} for k in seen]
     assert (tmp_path / "a" / "star-shapes.safetensors").exists()
     with pytest.raises(SystemExit):  # argparse's error names the bad part: "'circle=2': expected NAME=WEIGHT ..."
         main(["train", "all", "--out", str(tmp_path / "b"), "--category-weights", "circle=2"])
+    with pytest.raises(SystemExit):
+        main(["train", "all", "--out", str(tmp_path / "b"), "--edit-weights", "slide=2"])
     assert not (tmp_path / "b").exists()
 
 

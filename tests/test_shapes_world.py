@@ -359,6 +359,24 @@ def test_edits_change_what_they_say_and_keep_the_rest(kind):
                 assert side in instruction
 
 
+def test_edit_weights_shift_the_draw_and_no_weights_keep_the_recorded_one():
+    """Stage 4 can draw the edits the stack fails most (move) more often; without weights (or with
+    empty ones) the draw is the one every recorded run made, seed for seed."""
+    for seed in range(30):
+        plain, empty = random.Random(seed), random.Random(seed)
+        a, b = data.sample_edit(plain, 32), data.sample_edit(empty, 32, edit_weights={})
+        assert (a[1], a[3]) == (b[1], b[3]) and plain.random() == empty.random()
+    rng = random.Random(7)
+    drawn = Counter(data.sample_edit(rng, 32, edit_weights={"move": 4, "background": 0})[3] for _ in range(600))
+    assert "background" not in drawn
+    assert drawn["move"] > 2 * drawn["recolor"] > 0  # 4:1 asked; move sometimes finds no room
+    assert edits.parse_edit_weights(" move=3, add=0.5 ,") == {"move": 3.0, "add": 0.5}
+    for text, problem in [("slide=2", "NAME=WEIGHT"), ("move=-1", "0 or more"),
+                          (",".join(f"{k}=0" for k in edits.EDIT_KINDS), "no edit")]:
+        with pytest.raises(ValueError, match=problem):
+            edits.parse_edit_weights(text)
+
+
 def test_an_edit_that_says_no_place_is_followed_wherever_it_puts_the_shape():
     """"add a red circle" and "move the square left" fix what and which way, not where: `followed`
     accepts any free place for the added shape and any distance (from the data's shortest step) the

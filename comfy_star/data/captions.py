@@ -17,6 +17,7 @@ import random
 from .qa import describe
 from .shapes import (BACKGROUNDS, COLORS, RELATIONS, SHAPES, Scene, article, first_token, is_clear, name_of, place,
                      relation)
+from .weights import parse_weights
 
 CATEGORIES = ("single_object", "two_objects", "counting", "colors", "position", "color_attr")
 NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four"}
@@ -245,20 +246,7 @@ def in_raster_order(spec: dict, scene: Scene) -> dict:
 
 def parse_category_weights(text: str) -> dict[str, float]:
     """"two_objects=2,position=2" → {"two_objects": 2.0, "position": 2.0}; "" → {}. Names the bad part."""
-    weights = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, eq, value = part.partition("=")
-        if not eq or name.strip() not in CATEGORIES:
-            raise ValueError(f"category weight {part!r}: expected NAME=WEIGHT with NAME one of {CATEGORIES}")
-        try:
-            weights[name.strip()] = float(value)
-        except ValueError:
-            raise ValueError(f"category weight {part!r}: {value!r} is not a number") from None
-        if not weights[name.strip()] >= 0:
-            raise ValueError(f"category weight {part!r}: the weight must be 0 or more")
-    if weights and not any(weights.get(c, 1.0) > 0 for c in CATEGORIES):
-        raise ValueError(f"category weights {text!r} leave no category to draw")
-    return weights
+    return parse_weights(text, CATEGORIES, "category")
 
 
 def eval_prompts(seed: int, n_per_category: int, held_out: bool = False) -> list[dict]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from .detector import scenes_match
 from .shapes import BACKGROUNDS, COLORS, SHAPES, Scene, Shape, article, fits, name_of, place
+from .weights import parse_weights
 
 EDIT_KINDS = ("recolor", "add", "remove", "move", "replace", "background")
 MAX_SHAPES = 4
@@ -25,15 +26,31 @@ MOVE_STEP = (0.15, 0.3)  # how far `move` shifts a shape, as a share of the imag
 TOL = 3 / 64             # the detector's tolerance on a centre (`scenes_match`)
 
 
-def edit_for(scene: Scene, rng: random.Random, kind: str | None = None):
-    """(instruction, target_scene, edit_kind, changed_boxes); kind None draws one that applies."""
-    kinds = [kind] if kind else rng.sample(EDIT_KINDS, len(EDIT_KINDS))
+def edit_for(scene: Scene, rng: random.Random, kind: str | None = None, weights: dict[str, float] | None = None):
+    """(instruction, target_scene, edit_kind, changed_boxes); kind None draws one that applies, the
+    kinds evenly or in proportion to `weights` (name → weight, 1 for a kind it leaves out)."""
+    kinds = [kind] if kind else _weighted_order(rng, weights) if weights else rng.sample(EDIT_KINDS, len(EDIT_KINDS))
     for k in kinds:
         made = EDITS[k](scene, rng)
         if made:
             instruction, target, boxes = made
             return instruction, target, k, boxes
     raise ValueError(f"no {kind or 'edit'} applies to this scene: {scene}")
+
+
+def _weighted_order(rng: random.Random, weights: dict[str, float]) -> list[str]:
+    """The kinds in the order they are tried: each next one drawn by weight from those left (weight 0: never)."""
+    left = [k for k in EDIT_KINDS if weights.get(k, 1.0) > 0]
+    order = []
+    while left:
+        order.append(rng.choices(left, [weights.get(k, 1.0) for k in left])[0])
+        left.remove(order[-1])
+    return order
+
+
+def parse_edit_weights(text: str) -> dict[str, float]:
+    """"move=3,add=2" → {"move": 3.0, "add": 2.0}; "" → {}. Names the bad part."""
+    return parse_weights(text, EDIT_KINDS, "edit")
 
 
 def followed(found: Scene, source: Scene, target: Scene, kind: str, tol: float = TOL) -> bool:

@@ -52,10 +52,16 @@ def sample_caption(rng: random.Random, size: int = 64) -> tuple[Image.Image, str
     return render(scene, size), describe(scene)
 
 
-def sample_edit(rng: random.Random, size: int = 64) -> tuple[Image.Image, str, Image.Image, str]:
-    """(source, instruction, target, edit_kind)."""
-    scene = random_scene(rng, 1, 3)  # room left for "add"
-    instruction, target, kind, _ = edit_for(scene, rng)
+def sample_edit(rng: random.Random, size: int = 64,
+                edit_weights: dict[str, float] | None = None) -> tuple[Image.Image, str, Image.Image, str]:
+    """(source, instruction, target, edit_kind): the kinds evenly, or by edit_weights (edits.edit_for)."""
+    while True:  # evenly drawn, "background" always applies; weights that leave it out may need another scene
+        scene = random_scene(rng, 1, 3)  # room left for "add"
+        try:
+            instruction, target, kind, _ = edit_for(scene, rng, weights=edit_weights)
+            break
+        except ValueError:
+            continue
     return render(scene, size), instruction, render(target, size), kind
 
 

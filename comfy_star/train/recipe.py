@@ -51,6 +51,7 @@ class Schedule:
     fixed: int = 0         # > 0: every stage run takes exactly this many steps (a recorded run, replayed)
     edit_fraction: float = 0.5  # stage 4: the share of a batch's rows that are edits
     category_weights: dict = field(default_factory=dict)  # stage 4: caption categories' draw weights (1 each)
+    edit_weights: dict = field(default_factory=dict)  # stage 4: edit kinds' draw weights (1 each)
     varied_phrasings: bool = False  # stage 4: captions.VARIED's phrasings drawn beside the usual ones
     raster_order: bool = False  # stage 4: a pair's objects named in drawing order (captions.in_raster_order)
     preference_pairs: int = 0  # stage 4: (right render, near miss) pairs per step for the DPO term (0: none)
@@ -370,7 +371,8 @@ def train_shapes(out_dir="runs/star-shapes", schedule: Schedule | None = None, d
     elif {"stage4", "final"} & set(stages):
         mb4 = stage2_ar.make_batch_fn(parts.image_proc, cfg.image_size, B, seed + 2,
                                       edit_fraction=sched.edit_fraction, category_weights=sched.category_weights,
-                                      varied_phrasings=sched.varied_phrasings, raster_order=sched.raster_order)
+                                      varied_phrasings=sched.varied_phrasings, raster_order=sched.raster_order,
+                                      edit_weights=sched.edit_weights)
         loss4 = lambda m, b: stage2_ar.ar_loss(m, parts, to_device(b, device), device, sched.onset_weight)
         if sched.preference_pairs and "stage4" in stages:
             mb4, loss4, _ = with_preference(out, parts, mb4, cfg.image_size, sched, seed, device)

@@ -29,9 +29,10 @@ def to_model_range(pixels_u8: torch.Tensor, device) -> torch.Tensor:
 
 def make_batch_fn(image_proc, image_size: int, batch_size: int, seed: int, drop_prob: float = 0.1,
                   edit_fraction: float = 0.0, vision: bool = True, category_weights: dict | None = None,
-                  varied_phrasings: bool = False, raster_order: bool = False):
+                  varied_phrasings: bool = False, raster_order: bool = False, edit_weights: dict | None = None):
     """A pure function of (step, rank): CPU tensors only, so it can run in data workers.
     category_weights: how often each ShapesEval category's captions are drawn (data.sample_t2i);
+    edit_weights: how often each edit kind is drawn (data.sample_edit);
     varied_phrasings: captions may use captions.VARIED's phrasings too; raster_order: a pair's
     objects are named in the order they are drawn (captions.in_raster_order)."""
     from .. import data
@@ -41,7 +42,7 @@ def make_batch_fn(image_proc, image_size: int, batch_size: int, seed: int, drop_
         n_edit = sum(rng.random() < edit_fraction for _ in range(batch_size))
         t2i = [data.sample_t2i(rng, size=image_size, category_weights=category_weights,
                                varied=varied_phrasings, raster_order=raster_order)[:2] for _ in range(batch_size - n_edit)]
-        edits = [data.sample_edit(rng, size=image_size)[:3] for _ in range(n_edit)]
+        edits = [data.sample_edit(rng, size=image_size, edit_weights=edit_weights)[:3] for _ in range(n_edit)]
         batch = {"captions": [c for c, _ in t2i], "images": pixels([im for _, im in t2i]) if t2i else None,
                  "instructions": [e[1] for e in edits],
                  "drop": [rng.random() < drop_prob for _ in range(batch_size)]}
