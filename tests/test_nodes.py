@@ -12,6 +12,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -190,6 +191,27 @@ def test_extension_lists_every_node_with_tooltips():
         info = node.GET_NODE_INFO_V1()  # what /object_info serves
         json.dumps(info)
 
+
+
+def test_every_node_has_a_help_page_that_matches_its_schema():
+    """web/docs/<node id>.md is the node's help page in the frontend (WEB_DIRECTORY). It must exist
+    for every node, be titled with the display name, and name each input and output as the schema
+    does, so a renamed or added input cannot leave its page behind; no page for a node that is gone."""
+    docs = REPO / PACK.WEB_DIRECTORY / "docs"
+    assert {p.stem for p in docs.glob("*.md")} == set(NODES), "a node without a help page, or a page without a node"
+    for node_id, node in NODES.items():
+        schema = node.GET_SCHEMA()
+        text = (docs / f"{node_id}.md").read_text(encoding="utf-8")
+        assert text.splitlines()[0] == f"# {schema.display_name}", node_id
+        items = re.findall(r"^- (`[a-z_]+`(?:, `[a-z_]+`)*)", text, flags=re.M)  # "- `a`, `b`: ..." items
+        named = {name for item in items for name in re.findall(r"`([a-z_]+)`", item)}
+        inputs = {i.id for i in schema.inputs}
+        outputs = {o.display_name for o in schema.outputs}
+        assert inputs <= named, f"{node_id}.md does not explain {sorted(inputs - named)}"
+        assert outputs <= named, f"{node_id}.md does not explain the output(s) {sorted(outputs - named)}"
+        assert named <= inputs | outputs, f"{node_id}.md explains {sorted(named - inputs - outputs)}, not in the schema"
+        for other in re.findall(r"\*\*(STAR [A-Za-z ]+?)\*\*", text):  # nodes it points to exist
+            assert other in {n.GET_SCHEMA().display_name for n in NODES.values()}, f"{node_id}.md names {other!r}"
 
 def test_one_comfy_star_in_the_process():
     import comfy_star

@@ -3,7 +3,8 @@
 - the page loads, knows every STAR node, and its console says nothing bad about the pack;
 - the node search (double-click the canvas, type "STAR") lists the STAR nodes;
 - the template browser lists the pack's example workflows under EXTENSIONS › comfy-star; one
-  loads, runs from the Run button, and its image appears on the canvas.
+  loads, runs from the Run button, and its image appears on the canvas;
+- a selected STAR node's info button opens its help page (web/docs/<node id>.md) in the sidebar.
 Screenshots: test-artifacts/browser-*.png (and each page's console log beside them).
 """
 from __future__ import annotations
@@ -125,4 +126,29 @@ def test_template_loads_runs_and_shows_image(ui, ui_server, object_info):
     page.keyboard.press(".")  # fit the view to the whole graph
     page.wait_for_timeout(500)
     ui.screenshot("ran")
+    assert pack_errors(ui.errors(), object_info) == []
+
+
+def test_info_button_shows_the_node_help_page(ui, object_info):
+    """Select a STAR node, press the selection toolbox's info button: the sidebar shows the pack's
+    help page for it (fetched from /extensions/<pack>/docs/), not only the generic description."""
+    page = ui.page
+    node_id = "STARStackedARSample"
+    doc = (harness.pack_dir() / "web" / "docs" / f"{node_id}.md").read_text(encoding="utf-8")
+    lead = doc.split("\n\n")[1].split(".")[0]  # the page's first sentence, which the schema's description lacks
+    assert lead not in object_info[node_id]["description"]
+    fetched = []
+    page.on("response", lambda r: "/docs/" in r.url and fetched.append((r.status, r.url)))
+    workflow = json.loads((harness.pack_dir() / "workflows" / f"{TEMPLATE}.json").read_text())
+    page.evaluate("w => window.app.loadGraphData(w)", workflow)
+    page.wait_for_function("t => window.app.graph.nodes.some(n => n.type === t)", arg=node_id, timeout=30_000)
+    page.evaluate("""t => { const node = window.app.graph.nodes.find(n => n.type === t);
+        window.app.canvas.deselectAll(); window.app.canvas.selectNode(node); window.app.canvas.setDirty(true, true); }""",
+                  node_id)
+    info = page.locator('[data-testid="info-button"]')
+    info.wait_for(state="visible", timeout=15_000)
+    info.click()
+    page.get_by_text(lead, exact=False).first.wait_for(state="visible", timeout=15_000)
+    ui.screenshot("node-help")
+    assert any(s == 200 and url.endswith(f"/docs/{node_id}.md") for s, url in fetched), fetched
     assert pack_errors(ui.errors(), object_info) == []

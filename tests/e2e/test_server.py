@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import urllib.parse
 
 import pytest
 
@@ -52,6 +53,18 @@ def test_star_nodes(object_info):
         assert info.get("display_name"), f"{node_id} has no display name"
         assert info.get("python_module") == f"custom_nodes.{PACK_NAME}", info.get("python_module")
 
+
+
+def test_node_help_pages_served(client, object_info):
+    """The frontend's node help (Node Library, the selection toolbox's info button) fetches a custom
+    node's page from /extensions/<pack>/docs/<node id>.md, <pack> read from the node's python_module
+    ("custom_nodes.<folder>", anything after an "@" dropped). Each STAR node's page is served there."""
+    for node_id, info in _star_nodes(object_info).items():
+        parts = info["python_module"].split(".")
+        assert parts[0] == "custom_nodes" and len(parts) >= 2, info["python_module"]
+        pack = parts[1].split("@")[0]
+        served = client.get(f"/extensions/{urllib.parse.quote(pack)}/docs/{node_id}.md")
+        assert served.decode("utf-8") == (PACK / "web" / "docs" / f"{node_id}.md").read_text(encoding="utf-8")
 
 # ----------------------------------------------------------------------------- templates
 
