@@ -213,6 +213,22 @@ def test_every_node_has_a_help_page_that_matches_its_schema():
         for other in re.findall(r"\*\*(STAR [A-Za-z ]+?)\*\*", text):  # nodes it points to exist
             assert other in {n.GET_SCHEMA().display_name for n in NODES.values()}, f"{node_id}.md names {other!r}"
 
+
+@pytest.mark.parametrize("lang", sorted(p.name for p in (REPO / "locales").iterdir() if p.is_dir()))
+def test_translations_cover_each_node_exactly(lang):
+    """locales/<lang>/nodeDefs.json (served by ComfyUI's /i18n): every node, each of its inputs and
+    outputs, and nothing else, each with a name and a tooltip, so the UI in that language never shows
+    a half-translated node or a stale entry."""
+    defs = json.loads((REPO / "locales" / lang / "nodeDefs.json").read_text(encoding="utf-8"))
+    assert set(defs) == set(NODES)
+    for node_id, node in NODES.items():
+        schema, entry = node.GET_SCHEMA(), defs[node_id]
+        assert entry["display_name"].startswith("STAR ") and entry["description"], node_id
+        assert set(entry["inputs"]) == {i.id for i in schema.inputs}, node_id
+        assert set(entry["outputs"]) == {str(k) for k in range(len(schema.outputs))}, node_id
+        for slot in [*entry["inputs"].values(), *entry["outputs"].values()]:
+            assert slot["name"].strip() and slot["tooltip"].strip(), (node_id, slot)
+
 def test_one_comfy_star_in_the_process():
     import comfy_star
     assert Path(comfy_star.__file__).resolve() == REPO / "comfy_star" / "__init__.py"

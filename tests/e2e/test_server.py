@@ -66,6 +66,16 @@ def test_node_help_pages_served(client, object_info):
         served = client.get(f"/extensions/{urllib.parse.quote(pack)}/docs/{node_id}.md")
         assert served.decode("utf-8") == (PACK / "web" / "docs" / f"{node_id}.md").read_text(encoding="utf-8")
 
+
+def test_translations_served(client):
+    """ComfyUI's /i18n merges every pack's locales/<lang>/*.json; the frontend reads node names and
+    tooltips in the user's language from it. Each of the pack's languages arrives whole."""
+    served = client.get("/i18n")
+    for lang_dir in sorted(p for p in (PACK / "locales").iterdir() if p.is_dir()):
+        ours = json.loads((lang_dir / "nodeDefs.json").read_text(encoding="utf-8"))
+        got = served.get(lang_dir.name, {}).get("nodeDefs", {})
+        assert {k: got.get(k) for k in ours} == ours, lang_dir.name
+
 # ----------------------------------------------------------------------------- templates
 
 def test_there_are_workflows():
