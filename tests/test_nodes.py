@@ -192,26 +192,42 @@ def test_extension_lists_every_node_with_tooltips():
         json.dumps(info)
 
 
+DOCS = REPO / PACK.WEB_DIRECTORY / "docs"
+DOC_LANGS = sorted({p.stem for p in DOCS.glob("*/*.md")})  # the languages help pages are written in
 
-def test_every_node_has_a_help_page_that_matches_its_schema():
-    """web/docs/<node id>.md is the node's help page in the frontend (WEB_DIRECTORY). It must exist
-    for every node, be titled with the display name, and name each input and output as the schema
-    does, so a renamed or added input cannot leave its page behind; no page for a node that is gone."""
-    docs = REPO / PACK.WEB_DIRECTORY / "docs"
-    assert {p.stem for p in docs.glob("*.md")} == set(NODES), "a node without a help page, or a page without a node"
+
+def _display_names(lang: str) -> dict:
+    """node id → its display name in `lang` ("" for the schema's own English)."""
+    if not lang:
+        return {node_id: node.GET_SCHEMA().display_name for node_id, node in NODES.items()}
+    defs = json.loads((REPO / "locales" / lang / "nodeDefs.json").read_text(encoding="utf-8"))
+    return {node_id: entry["display_name"] for node_id, entry in defs.items()}
+
+
+@pytest.mark.parametrize("lang", ["", *DOC_LANGS])
+def test_every_node_has_a_help_page_that_matches_its_schema(lang):
+    """web/docs/<node id>.md is the node's help page in the frontend (WEB_DIRECTORY), and
+    web/docs/<node id>/<lang>.md the same page in another language (the frontend asks for that first).
+    Each must exist for every node, be titled with the node's name in its language, and name each input
+    and output as the schema does, so a renamed or added input cannot leave a page behind; the nodes a
+    page points to (in bold) must exist; no page for a node that is gone."""
+    pages = {p.stem: p for p in DOCS.glob("*.md")} if not lang else {p.parent.name: p for p in DOCS.glob(f"*/{lang}.md")}
+    assert set(pages) == set(NODES), "a node without a help page, or a page without a node"
+    names, english = _display_names(lang), _display_names("")
     for node_id, node in NODES.items():
         schema = node.GET_SCHEMA()
-        text = (docs / f"{node_id}.md").read_text(encoding="utf-8")
-        assert text.splitlines()[0] == f"# {schema.display_name}", node_id
-        items = re.findall(r"^- (`[a-z_]+`(?:, `[a-z_]+`)*)", text, flags=re.M)  # "- `a`, `b`: ..." items
+        text = pages[node_id].read_text(encoding="utf-8")
+        title = names[node_id] if not lang else f"{names[node_id]}（{english[node_id]}）"
+        assert text.splitlines()[0] == f"# {title}", pages[node_id]
+        items = re.findall(r"^- (`[a-z_]+`(?:[,、] ?`[a-z_]+`)*)", text, flags=re.M)  # "- `a`, `b`: ..." items
         named = {name for item in items for name in re.findall(r"`([a-z_]+)`", item)}
         inputs = {i.id for i in schema.inputs}
         outputs = {o.display_name for o in schema.outputs}
-        assert inputs <= named, f"{node_id}.md does not explain {sorted(inputs - named)}"
-        assert outputs <= named, f"{node_id}.md does not explain the output(s) {sorted(outputs - named)}"
-        assert named <= inputs | outputs, f"{node_id}.md explains {sorted(named - inputs - outputs)}, not in the schema"
-        for other in re.findall(r"\*\*(STAR [A-Za-z ]+?)\*\*", text):  # nodes it points to exist
-            assert other in {n.GET_SCHEMA().display_name for n in NODES.values()}, f"{node_id}.md names {other!r}"
+        assert inputs <= named, f"{pages[node_id]} does not explain {sorted(inputs - named)}"
+        assert outputs <= named, f"{pages[node_id]} does not explain the output(s) {sorted(outputs - named)}"
+        assert named <= inputs | outputs, f"{pages[node_id]} explains {sorted(named - inputs - outputs)}, not in the schema"
+        for other in re.findall(r"\*\*(STAR [^*]+?)\*\*", text):  # nodes it points to exist
+            assert other in names.values(), f"{pages[node_id]} names {other!r}"
 
 
 @pytest.mark.parametrize("lang", sorted(p.name for p in (REPO / "locales").iterdir() if p.is_dir()))

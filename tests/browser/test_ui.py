@@ -5,7 +5,8 @@
 - the template browser lists the pack's example workflows under EXTENSIONS › comfy-star; one
   loads, runs from the Run button, and its image appears on the canvas;
 - a selected STAR node's info button opens its help page (web/docs/<node id>.md) in the sidebar;
-- with the UI in Chinese, the STAR nodes carry their names from locales/zh and the search finds them.
+- with the UI in Chinese, the help page is the Chinese one, the STAR nodes carry their names from
+  locales/zh and the search finds them.
 Screenshots: test-artifacts/browser-*.png (and each page's console log beside them).
 """
 from __future__ import annotations
@@ -134,11 +135,23 @@ def test_template_loads_runs_and_shows_image(ui, ui_server, object_info):
 def test_info_button_shows_the_node_help_page(ui, object_info):
     """Select a STAR node, press the selection toolbox's info button: the sidebar shows the pack's
     help page for it (fetched from /extensions/<pack>/docs/), not only the generic description."""
-    page = ui.page
     node_id = "STARStackedARSample"
     doc = (harness.pack_dir() / "web" / "docs" / f"{node_id}.md").read_text(encoding="utf-8")
-    lead = doc.split("\n\n")[1].split(".")[0]  # the page's first sentence, which the schema's description lacks
-    assert lead not in object_info[node_id]["description"]
+    assert _lead(doc) not in object_info[node_id]["description"]  # so seeing it means the page was shown
+    _open_help(ui.page, node_id)
+    ui.screenshot("node-help")
+    assert pack_errors(ui.errors(), object_info) == []
+
+
+def _lead(doc: str) -> str:
+    """A help page's first sentence (the paragraph under its title, up to the first full stop)."""
+    return re.split(r"[.。]", doc.split("\n\n")[1])[0]
+
+
+def _open_help(page, node_id: str, lang: str = ""):
+    """Put a workflow with `node_id` on the canvas, select that node, press the selection toolbox's
+    info button, and wait for the first sentence of the pack's help page (in `lang`) to show."""
+    page_file = harness.pack_dir() / "web" / "docs" / (f"{node_id}/{lang}.md" if lang else f"{node_id}.md")
     fetched = []
     page.on("response", lambda r: "/docs/" in r.url and fetched.append((r.status, r.url)))
     workflow = json.loads((harness.pack_dir() / "workflows" / f"{TEMPLATE}.json").read_text())
@@ -150,10 +163,10 @@ def test_info_button_shows_the_node_help_page(ui, object_info):
     info = page.locator('[data-testid="info-button"]')
     info.wait_for(state="visible", timeout=15_000)
     info.click()
-    page.get_by_text(lead, exact=False).first.wait_for(state="visible", timeout=15_000)
-    ui.screenshot("node-help")
-    assert any(s == 200 and url.endswith(f"/docs/{node_id}.md") for s, url in fetched), fetched
-    assert pack_errors(ui.errors(), object_info) == []
+    page.get_by_text(_lead(page_file.read_text(encoding="utf-8")), exact=False).first.wait_for(state="visible",
+                                                                                              timeout=15_000)
+    wanted = page_file.relative_to(page_file.parents[1 if lang else 0]).as_posix()
+    assert any(s == 200 and url.endswith(f"/docs/{wanted}") for s, url in fetched), (wanted, fetched)
 
 
 # The 1.32 frontends drop every pack's translations when they lazily load a locale's own messages
@@ -166,8 +179,8 @@ FIXED_I18N_FRONTEND = (1, 33)
 
 def test_chinese_ui_names_the_star_nodes(ui, ui_server, object_info):
     """Switch the UI to Chinese (the Comfy.Locale setting, as the settings dialog does, then reload):
-    every STAR node is created with its title from locales/zh/nodeDefs.json, and searching in
-    Chinese finds one."""
+    a node's info button shows its Chinese help page (web/docs/<node id>/zh.md); every STAR node is
+    created with its title from locales/zh/nodeDefs.json, and searching in Chinese finds one."""
     zh = json.loads((harness.pack_dir() / "locales" / "zh" / "nodeDefs.json").read_text(encoding="utf-8"))
     page = ui.page
     ui_server.post("/settings/Comfy.Locale", "zh")
@@ -178,6 +191,8 @@ def test_chinese_ui_names_the_star_nodes(ui, ui_server, object_info):
         assert core != "KSampler", "the UI did not switch to Chinese"  # the frontend's own nodes are translated
         titles = page.evaluate("ids => Object.fromEntries(ids.map(id => [id, window.LiteGraph.createNode(id).title]))",
                                sorted(_star_nodes(object_info)))
+        _open_help(page, "STARStackedARSample", "zh")  # help pages are fetched per locale: no i18n involved
+        ui.screenshot("zh-help")
         if tuple(int(x) for x in re.findall(r"\d+", version)[:2]) < FIXED_I18N_FRONTEND:
             pytest.xfail(f"frontend {version} drops custom nodes' translations (ComfyUI_frontend #6748)")
         assert titles == {k: zh[k]["display_name"] for k in titles}

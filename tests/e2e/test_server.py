@@ -58,13 +58,16 @@ def test_star_nodes(object_info):
 def test_node_help_pages_served(client, object_info):
     """The frontend's node help (Node Library, the selection toolbox's info button) fetches a custom
     node's page from /extensions/<pack>/docs/<node id>.md, <pack> read from the node's python_module
-    ("custom_nodes.<folder>", anything after an "@" dropped). Each STAR node's page is served there."""
+    ("custom_nodes.<folder>", anything after an "@" dropped), first as <node id>/<locale>.md. Each STAR
+    node's page, and each translation of it, is served there."""
     for node_id, info in _star_nodes(object_info).items():
         parts = info["python_module"].split(".")
         assert parts[0] == "custom_nodes" and len(parts) >= 2, info["python_module"]
         pack = parts[1].split("@")[0]
-        served = client.get(f"/extensions/{urllib.parse.quote(pack)}/docs/{node_id}.md")
-        assert served.decode("utf-8") == (PACK / "web" / "docs" / f"{node_id}.md").read_text(encoding="utf-8")
+        docs = PACK / "web" / "docs"
+        for page in [docs / f"{node_id}.md", *sorted((docs / node_id).glob("*.md"))]:  # and /<id>/<lang>.md
+            served = client.get(f"/extensions/{urllib.parse.quote(pack)}/docs/{page.relative_to(docs).as_posix()}")
+            assert served.decode("utf-8") == page.read_text(encoding="utf-8"), page
 
 
 def test_translations_served(client):
