@@ -193,6 +193,7 @@ def test_chinese_ui_names_the_star_nodes(ui, ui_server, object_info):
                                sorted(_star_nodes(object_info)))
         _open_help(page, "STARStackedARSample", "zh")  # help pages are fetched per locale: no i18n involved
         ui.screenshot("zh-help")
+        assert pack_errors(ui.errors(), object_info) == []
         if tuple(int(x) for x in re.findall(r"\d+", version)[:2]) < FIXED_I18N_FRONTEND:
             pytest.xfail(f"frontend {version} drops custom nodes' translations (ComfyUI_frontend #6748)")
         assert titles == {k: zh[k]["display_name"] for k in titles}
