@@ -245,6 +245,7 @@ def test_translations_cover_each_node_exactly(lang):
         for slot in [*entry["inputs"].values(), *entry["outputs"].values()]:
             assert slot["name"].strip() and slot["tooltip"].strip(), (node_id, slot)
 
+
 def test_one_comfy_star_in_the_process():
     import comfy_star
     assert Path(comfy_star.__file__).resolve() == REPO / "comfy_star" / "__init__.py"

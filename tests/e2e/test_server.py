@@ -1,5 +1,6 @@
-"""The pack in a real ComfyUI server (`main.py --cpu`): it loads, lists its nodes, serves its
-example workflows as templates, runs every one of them, reports progress, and stops on interrupt.
+"""The pack in a real ComfyUI server (`main.py --cpu`): it loads, lists its nodes, serves their
+help pages and translations, serves its example workflows as templates, runs every one of them,
+reports progress, and stops on interrupt.
 
 One server for the session (tests/conftest.py); what the outputs must look like is checks.py's job.
 """
@@ -54,7 +55,6 @@ def test_star_nodes(object_info):
         assert info.get("python_module") == f"custom_nodes.{PACK_NAME}", info.get("python_module")
 
 
-
 def test_node_help_pages_served(client, object_info):
     """The frontend's node help (Node Library, the selection toolbox's info button) fetches a custom
     node's page from /extensions/<pack>/docs/<node id>.md, <pack> read from the node's python_module
@@ -78,6 +78,7 @@ def test_translations_served(client):
         ours = json.loads((lang_dir / "nodeDefs.json").read_text(encoding="utf-8"))
         got = served.get(lang_dir.name, {}).get("nodeDefs", {})
         assert {k: got.get(k) for k in ours} == ours, lang_dir.name
+
 
 # ----------------------------------------------------------------------------- templates
 
