@@ -102,7 +102,7 @@ def check_answer(name: str, workflow: dict, history: dict, images: list[Path]) -
 # the instruction must be a prompt in the workflow);
 # None — not a Shapes scene (the loss plot). Every image node of every workflow must be named here.
 # The embedded model draws these for the workflows' bundled seeds (scripts/workflow_seeds.py finds
-# them and says how often other seeds do; README § How good it is).
+# them and says how often other seeds do: the README's table below its list of example workflows).
 PROMPT = "a red circle to the left of a blue square"
 SCENES: dict[str, dict[str, tuple | None]] = {
     "text_to_image.json": {"SaveImage": ("prompt", PROMPT)},
