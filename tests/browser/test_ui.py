@@ -11,14 +11,25 @@ Screenshots: test-artifacts/browser-*.png (and each page's console log beside th
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import re
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 import comfy_harness as harness
+
+# tests/e2e/checks.py, the judge of the workflows' pictures (loaded by path: tests/e2e is on sys.path
+# only when pytest collected it first)
+if "checks" not in sys.modules:
+    _spec = importlib.util.spec_from_file_location("checks", Path(__file__).resolve().parents[1] / "e2e" / "checks.py")
+    sys.modules["checks"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["checks"])
+checks = sys.modules["checks"]
 
 PACK_NAME = harness.PACK_NAME
 TEMPLATE = "text_to_image"  # the example workflow the browser runs (workflows/<TEMPLATE>.json)
@@ -104,11 +115,11 @@ def test_template_loads_runs_and_shows_image(ui, ui_server, object_info):
     page.wait_for_function("() => document.querySelectorAll('.p-dialog').length === 0", timeout=15_000)
     ui.screenshot("template-loaded")
 
-    # A new seed, as a user would set it, so the server runs the graph rather than answering
-    # from its cache (the e2e tests may have run the same workflow already).
-    page.evaluate("""seed => { for (const n of window.app.graph.nodes)
-        for (const w of (n.widgets || [])) if (w.name === 'seed' || w.name === 'noise_seed') w.value = seed; }""",
-                  random.randrange(1, 2**31))
+    # The template runs as it comes, seeds included, so its picture must show its prompt. The same
+    # graph with another seed, queued first through the API, leaves the server's cache without this
+    # seed's results (ComfyUI keeps only the last prompt's), so Run makes the server sample anew.
+    other = harness.reseed(harness.ui_to_api(workflow, object_info), random.randrange(1000, 2**31))
+    ui_server.run(other, timeout=WORKFLOW_TIMEOUT)
 
     with page.expect_response(lambda r: r.url.endswith("/api/prompt") and r.request.method == "POST",
                               timeout=30_000) as queued:
@@ -118,6 +129,13 @@ def test_template_loads_runs_and_shows_image(ui, ui_server, object_info):
     history = ui_server.wait(prompt_id, timeout=WORKFLOW_TIMEOUT)
     refs = harness.Client.image_refs(history)
     assert refs, f"the run made no image: {history.get('outputs')}"
+    cached = {n for kind, msg in history["status"]["messages"] if kind == "execution_cached" for n in msg["nodes"]}
+    samplers = {str(n["id"]) for n in workflow["nodes"] if n["type"] == "STARStackedARSample"}
+    assert not samplers & cached, f"the server answered the sampler {samplers & cached} from its cache"
+    by_node = {}
+    for ref, path in zip(refs, ui_server.output_images(history)):
+        by_node.setdefault(ref["node"], []).append(path)
+    checks.check_scenes(f"{TEMPLATE}.json", workflow, by_node)
 
     deadline = time.time() + 30
     wanted = {r["filename"] for r in refs}
