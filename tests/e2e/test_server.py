@@ -181,3 +181,18 @@ def test_interrupt_then_next_prompt_completes(client, load_workflow, object_info
     checks.check_outputs(name, history, client.output_images(history))
     queue = client.queue_state()
     assert not queue["queue_running"] and not queue["queue_pending"], queue
+
+
+def test_workflow_seeds_probe(client, load_workflow, object_info):
+    """scripts/workflow_seeds.py's verdict: the bundled seeds pass; a seed set on the one sampler of
+    text_to_image.json reaches it (seed 0 draws the square left of the circle, README's seed table)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("workflow_seeds", PACK / "scripts" / "workflow_seeds.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    wf = load_workflow("text_to_image.json")
+    assert probe.verdict(client, "text_to_image.json", wf, object_info, None, set()) == []
+    sampler = next(str(n["id"]) for n in wf["nodes"] if n["type"] == "STARStackedARSample")
+    assert probe.verdict(client, "text_to_image.json", wf, object_info, 0, {sampler}) != []
+    with pytest.raises(SystemExit, match="no node"):
+        probe.verdict(client, "text_to_image.json", wf, object_info, 0, {"999"})
