@@ -36,15 +36,10 @@ def verdict(client, name: str, workflow: dict, object_info: dict, seed: int | No
     """[] if workflow `name` run with seed `seed` (in the nodes `vary` names, else every seed widget;
     None: its own seeds) shows (and answers) what it asks for."""
     api = harness.ui_to_api(workflow, object_info)
-    if seed is None:
-        pass
-    elif vary:
-        missing = vary - set(api)
-        if missing:
-            raise SystemExit(f"{name} has no node {sorted(missing)}; its nodes: {sorted(api, key=int)}")
-        harness.reseed({k: v for k, v in api.items() if k in vary}, seed)
-    else:
-        harness.reseed(api, seed)
+    if vary - set(api):
+        raise SystemExit(f"{name} has no node {sorted(vary - set(api))}; its nodes: {sorted(api, key=int)}")
+    if seed is not None:
+        harness.reseed({k: v for k, v in api.items() if k in vary} if vary else api, seed)
     history = client.run(api, timeout=checks.WORKFLOW_TIMEOUT)
     wrong = checks.scene_failures(name, workflow, images_by_node(client, history))
     if name in checks.VQA_IMAGE_SIDE:
@@ -73,7 +68,8 @@ def main(argv=None) -> int:
             passed, t0 = [], time.time()
             for seed in [None] if args.bundled else range(args.seeds):
                 wrong = verdict(server, name, workflow, object_info, seed, set(args.vary))
-                print(f"{name} seed {'(its own)' if seed is None else seed}: " + ("shows it" if not wrong else "; ".join(wrong)), flush=True)
+                said = "shows it" if not wrong else "; ".join(wrong)
+                print(f"{name} seed {'(its own)' if seed is None else seed}: {said}", flush=True)
                 if not wrong:
                     passed.append(seed)
             if args.bundled:

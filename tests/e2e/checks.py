@@ -115,7 +115,8 @@ SCENES: dict[str, dict[str, tuple | None]] = {
 }
 # The specs (comfy_star.data.captions) of the prompts above; a test checks the library's captions agree.
 SPECS = {
-    PROMPT: {"objects": [{"kind": "circle", "color": "red", "count": 1}, {"kind": "square", "color": "blue", "count": 1}],
+    PROMPT: {"objects": [{"kind": "circle", "color": "red", "count": 1},
+                         {"kind": "square", "color": "blue", "count": 1}],
              "relation": {"a": 0, "b": 1, "rel": "left of"}, "background": None},
     "a green triangle": {"objects": [{"kind": "triangle", "color": "green", "count": 1}], "relation": None,
                          "background": None},
@@ -133,7 +134,8 @@ def edit_target(source, instruction: str):
         return Scene([s for s in source.shapes if s.kind != m.group(1)], source.background), "remove"
     if m := re.fullmatch(r"make the (\w+) (\w+)", instruction):
         kind, color = m.groups()
-        return Scene([replace(s, color=color) if s.kind == kind else s for s in source.shapes], source.background), "recolor"
+        shapes = [replace(s, color=color) if s.kind == kind else s for s in source.shapes]
+        return Scene(shapes, source.background), "recolor"
     raise AssertionError(f"no target for the instruction {instruction!r}: teach checks.edit_target its form")
 
 
@@ -151,7 +153,8 @@ def scene_failures(name: str, workflow: dict, images_by_node: dict[str, list[Pat
     from comfy_star.data import detector, edits
     expected = SCENES[name]
     keys = image_nodes(workflow)
-    assert sorted(keys.values()) == sorted(expected), f"{name}: image nodes {sorted(keys.values())}, SCENES names {sorted(expected)}"
+    assert sorted(keys.values()) == sorted(expected), \
+        f"{name}: image nodes {sorted(keys.values())}, SCENES names {sorted(expected)}"
     scenes = {}
     for node_id, key in keys.items():
         paths = images_by_node.get(node_id) or []

@@ -87,7 +87,8 @@ def test_the_prompted_scene_passes_and_others_fail(tmp_path):
     flow = {"nodes": [{"id": 4, "type": "SaveImage"}]}
     assert _scenes(tmp_path, "text_to_image.json", flow, {"4": SCENE}) == []
     swapped = Scene([Shape("circle", "red", 0.75, 0.5, 0.15), Shape("square", "blue", 0.3, 0.5, 0.15)], "white")
-    assert _scenes(tmp_path, "text_to_image.json", flow, {"4": swapped}) == ["SaveImage: a is right of b, wanted left of"]
+    assert _scenes(tmp_path, "text_to_image.json", flow, {"4": swapped}) == [
+        "SaveImage: a is right of b, wanted left of"]
     extra = Scene(SCENE.shapes + [Shape("triangle", "red", 0.5, 0.15, 0.1)], "white")
     assert "SaveImage: 3 shapes in all, wanted 2" in _scenes(tmp_path, "text_to_image.json", flow, {"4": extra})
 
@@ -100,7 +101,8 @@ def test_an_edit_passes_only_when_it_does_what_it_says_to_the_source(tmp_path):
     moved = Scene([Shape("circle", "red", 0.3, 0.2, 0.2)], "white")  # the circle may not move
     assert len(_scenes(tmp_path, "edit.json", EDIT_FLOW, {"5": SCENE, "9": moved})) == 1
     # a wrong source fails on its own, whatever the edit made of it
-    assert _scenes(tmp_path, "edit.json", EDIT_FLOW, {"5": REMOVED, "9": REMOVED})[0].startswith("Source: 0 × blue square")
+    wrong_source = _scenes(tmp_path, "edit.json", EDIT_FLOW, {"5": REMOVED, "9": REMOVED})
+    assert wrong_source[0].startswith("Source: 0 × blue square")
 
 
 @pytest.mark.parametrize("instruction, source, target", [
@@ -108,7 +110,8 @@ def test_an_edit_passes_only_when_it_does_what_it_says_to_the_source(tmp_path):
     ("make the square green", SCENE, Scene([SCENE.shapes[0], Shape("square", "green", 0.75, 0.5, 0.2)], "white")),
 ])
 def test_each_kind_of_edit_is_judged(tmp_path, instruction, source, target):
-    flow = {"nodes": [*EDIT_FLOW["nodes"][:2], {"id": 7, "type": "STARStackedARSample", "widgets_values": [instruction]}]}
+    sampler = {"id": 7, "type": "STARStackedARSample", "widgets_values": [instruction]}
+    flow = {"nodes": [*EDIT_FLOW["nodes"][:2], sampler]}
     chain = {"Source": ("prompt", checks.PROMPT), "SaveImage": ("edit", instruction, "Source")}
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(checks.SCENES, "chain.json", chain)
