@@ -1,10 +1,10 @@
 """STAR: the one public API. Orchestration only: the math lives in ar/, vq/ and diffusion/.
 
     star = STAR.from_pretrained()                 # the embedded default, star-shapes
-    star.generate("a red circle left of a blue square", seed=0)
+    image = star.generate("a red circle to the left of a blue square", seed=2)[0]
     star.generate("a shape with three corners, the colour of grass", reasoning=True)
-    star.edit(image, "make the circle green")
-    star.answer(image, "how many squares are there?")
+    star.edit(image, "remove the square")
+    star.answer(image, "what colour is the background?")
 
 Every step that can take a while accepts `callback(step, total, preview)`; ComfyUI's progress
 bar raises from it on cancel, and the exception propagates out of the loop.
