@@ -89,6 +89,50 @@ def test_node_search_lists_star_nodes(ui, object_info):
     assert pack_errors(ui.errors(), object_info) == []
 
 
+def _open_template(ui, name: str, screenshot: bool = False) -> dict:
+    """Open workflows/<name>.json as a user does: sidebar "Templates" → EXTENSIONS › comfy-star →
+    its card; wait until the canvas holds every node type of the file. Returns the file's workflow."""
+    page = ui.page
+    page.get_by_role("button", name="Templates").click()
+    dialog = page.locator(".p-dialog").first
+    dialog.wait_for(state="visible", timeout=15_000)
+    dialog.get_by_text(PACK_NAME, exact=True).first.click()
+    card = page.locator(f'[data-testid="template-workflow-{name}"]')
+    card.wait_for(state="visible", timeout=15_000)
+    if screenshot:
+        ui.screenshot("templates")
+    card.click()
+
+    workflow = json.loads((harness.pack_dir() / "workflows" / f"{name}.json").read_text())
+    expected_types = sorted({n["type"] for n in workflow["nodes"]})
+    page.wait_for_function(
+        "types => types.every(t => window.app.graph.nodes.some(n => n.type === t))",
+        arg=expected_types, timeout=30_000)
+    page.wait_for_function("() => document.querySelectorAll('.p-dialog').length === 0", timeout=15_000)
+    if screenshot:
+        ui.screenshot("template-loaded")
+    return workflow
+
+
+def test_every_template_opens_whole(ui, ui_server, object_info):
+    """Each example workflow opens from the template browser with every node, and every STAR node
+    keeps the widget values the file gives it (a frontend that misreads a schema shifts them)."""
+    listed = ui_server.get("/api/workflow_templates").get(PACK_NAME, [])
+    names = sorted(p.stem for p in (harness.pack_dir() / "workflows").glob("*.json"))
+    assert sorted(listed) == names, listed
+    for name in names:
+        workflow = _open_template(ui, name)
+        shown = ui.page.evaluate("""() => Object.fromEntries(window.app.graph.nodes.map(
+            n => [String(n.id), {type: n.type, values: (n.widgets || []).map(w => w.value)}]))""")
+        for node in workflow["nodes"]:
+            assert shown.get(str(node["id"]), {}).get("type") == node["type"], (name, node["id"], shown)
+            if node["type"].startswith("STAR"):
+                assert shown[str(node["id"])]["values"] == node["widgets_values"], (name, node["type"])
+        assert len(shown) == len(workflow["nodes"]), (name, sorted(shown))
+    ui.screenshot("last-template")
+    assert pack_errors(ui.errors(), object_info) == []
+
+
 def test_template_loads_runs_and_shows_image(ui, ui_server, object_info):
     listed = ui_server.get("/api/workflow_templates").get(PACK_NAME, [])
     if TEMPLATE not in listed:
@@ -97,23 +141,7 @@ def test_template_loads_runs_and_shows_image(ui, ui_server, object_info):
     views = []
     page.on("response", lambda r: "/api/view" in r.url and views.append((r.status, r.url)))
 
-    # Template browser: sidebar "Templates" → EXTENSIONS › comfy-star → the workflow's card.
-    page.get_by_role("button", name="Templates").click()
-    dialog = page.locator(".p-dialog").first
-    dialog.wait_for(state="visible", timeout=15_000)
-    dialog.get_by_text(PACK_NAME, exact=True).first.click()
-    card = page.locator(f'[data-testid="template-workflow-{TEMPLATE}"]')
-    card.wait_for(state="visible", timeout=15_000)
-    ui.screenshot("templates")
-    card.click()
-
-    workflow = json.loads((harness.pack_dir() / "workflows" / f"{TEMPLATE}.json").read_text())
-    expected_types = sorted({n["type"] for n in workflow["nodes"]})
-    page.wait_for_function(
-        "types => types.every(t => window.app.graph.nodes.some(n => n.type === t))",
-        arg=expected_types, timeout=30_000)
-    page.wait_for_function("() => document.querySelectorAll('.p-dialog').length === 0", timeout=15_000)
-    ui.screenshot("template-loaded")
+    workflow = _open_template(ui, TEMPLATE, screenshot=True)
 
     # The template runs as it comes, seeds included, so its picture must show its prompt. The same
     # graph with another seed, queued first through the API, leaves the server's cache without this
