@@ -236,7 +236,8 @@ def edit(out):
             "replace the first two nodes with **Load Image** into `image` of VQ Encode and `source_image`.\n\n"
             "The small embedded model carries out 4 edits in 10 of its evaluation (a new background 3 in 4, an added "
             "shape 1 in 2, a removed one 2 in 5, a recoloured one 1 in 3, a moved one 1 in 10); this source and "
-            "instruction are one it does. Try *make the background gray* or *make the square green*.")
+            "instruction are one it does. Try *make the background gray* (it does that one too here; *make the "
+            "square green* it does not).")
     m = loader(g)
     d2 = _edit_chain(g, m, EDIT)
     save = g.add("SaveImage", (1980, 200), {"filename_prefix": "star/edit"}, size=(300, 320))
