@@ -538,6 +538,13 @@ class Client:
             paths.append(path)
         return paths
 
+    def output_images_by_node(self, history: dict) -> dict[str, list[Path]]:
+        """{node id: the paths of the images it saved or previewed}, as output_images finds them."""
+        by_node: dict[str, list[Path]] = {}
+        for ref, path in zip(self.image_refs(history), self.output_images(history)):
+            by_node.setdefault(ref["node"], []).append(path)
+        return by_node
+
 
 def interrupted(history: dict) -> bool:
     """Was this prompt stopped by an interrupt (rather than finishing or failing)?"""

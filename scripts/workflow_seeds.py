@@ -25,13 +25,6 @@ import checks  # noqa: E402
 import comfy_harness as harness  # noqa: E402
 
 
-def images_by_node(client, history) -> dict[str, list[Path]]:
-    out: dict[str, list[Path]] = {}
-    for ref, path in zip(client.image_refs(history), client.output_images(history)):
-        out.setdefault(ref["node"], []).append(path)
-    return out
-
-
 def verdict(client, name: str, workflow: dict, object_info: dict, seed: int | None, vary: set[str]) -> list[str]:
     """[] if workflow `name` run with seed `seed` (in the nodes `vary` names, else every seed widget;
     None: its own seeds) shows (and answers) what it asks for."""
@@ -41,7 +34,7 @@ def verdict(client, name: str, workflow: dict, object_info: dict, seed: int | No
     if seed is not None:
         harness.reseed({k: v for k, v in api.items() if k in vary} if vary else api, seed)
     history = client.run(api, timeout=checks.WORKFLOW_TIMEOUT)
-    wrong = checks.scene_failures(name, workflow, images_by_node(client, history))
+    wrong = checks.scene_failures(name, workflow, client.output_images_by_node(history))
     if name in checks.VQA_IMAGE_SIDE:
         try:
             checks.check_answer(name, workflow, history, client.output_images(history))

@@ -160,10 +160,7 @@ def test_template_loads_runs_and_shows_image(ui, ui_server, object_info):
     cached = {n for kind, msg in history["status"]["messages"] if kind == "execution_cached" for n in msg["nodes"]}
     samplers = {str(n["id"]) for n in workflow["nodes"] if n["type"] == "STARStackedARSample"}
     assert not samplers & cached, f"the server answered the sampler {samplers & cached} from its cache"
-    by_node = {}
-    for ref, path in zip(refs, ui_server.output_images(history)):
-        by_node.setdefault(ref["node"], []).append(path)
-    checks.check_scenes(f"{TEMPLATE}.json", workflow, by_node)
+    checks.check_scenes(f"{TEMPLATE}.json", workflow, ui_server.output_images_by_node(history))
 
     deadline = time.time() + 30
     wanted = {r["filename"] for r in refs}

@@ -119,10 +119,7 @@ def test_workflow_runs(name, client, load_workflow, object_info):
     # (a wrong temp folder once left a download folder in /tmp per preview, thousands per day).
     assert all(p.is_relative_to(client.base_dir) for p in images), images
     checks.check_outputs(name, history, images)
-    by_node = {}
-    for ref, path in zip(client.image_refs(history), images):
-        by_node.setdefault(ref["node"], []).append(path)
-    checks.check_scenes(name, load_workflow(name), by_node)
+    checks.check_scenes(name, load_workflow(name), client.output_images_by_node(history))
     if name in checks.VQA_IMAGE_SIDE:
         checks.check_answer(name, load_workflow(name), history, images)
 
